@@ -1,0 +1,283 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+// Origin is what discovery and the file system need from the remote store.
+// *remote.Client satisfies it.
+type Origin interface {
+	Get(ctx context.Context, key string, maxBytes int64) ([]byte, remote.Object, error)
+	List(ctx context.Context, dir string) ([]remote.DirEntry, error)
+}
+
+// maxMetaBytes bounds one metadata document held in memory. Consolidated
+// metadata of very large hierarchies can reach tens of MB; nothing legitimate
+// comes near this.
+const maxMetaBytes = 256 << 20
+
+// crawlParallelism bounds the metadata requests in flight while walking a
+// store through its directory index.
+const crawlParallelism = 16
+
+// ErrNotZarr means the URL has none of the documents that make a zarr store root.
+var ErrNotZarr = errors.New("not a zarr store")
+
+// ErrNoStructure means the store is zarr but its tree cannot be learnt:
+// it has no consolidated metadata and the origin lists no directories.
+var ErrNoStructure = errors.New("store structure unknown")
+
+// Store is what discovery learnt about a store: its tree, the metadata
+// documents already fetched on the way (keyed by store-relative key), and how
+// the tree was found.
+type Store struct {
+	Tree   *zarr.Tree
+	Docs   map[string][]byte
+	Format int    // 2 or 3
+	Source string // "consolidated .zmetadata", "consolidated zarr.json" or "directory index"
+}
+
+// Discover learns the tree of the store at the origin's root: from consolidated
+// metadata when the store has it, else by walking the origin's directory index
+// and requesting each node's metadata documents by name (nginx's autoindex
+// hides dotfiles, so names come from the index and documents are asked for).
+func Discover(ctx context.Context, o Origin) (*Store, error) {
+	s := &Store{Docs: map[string][]byte{}}
+	get := func(key string) ([]byte, bool, error) {
+		data, _, err := o.Get(ctx, key, maxMetaBytes)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		s.Docs[key] = data
+		return data, true, nil
+	}
+
+	if data, ok, err := get(".zmetadata"); err != nil {
+		return nil, err
+	} else if ok {
+		t, err := zarr.TreeFromZMetadata(data)
+		if err != nil {
+			return nil, fmt.Errorf("consolidated metadata .zmetadata: %w", err)
+		}
+		s.Tree, s.Format, s.Source = t, 2, "consolidated .zmetadata"
+		return s, nil
+	}
+
+	if data, ok, err := get("zarr.json"); err != nil {
+		return nil, err
+	} else if ok {
+		s.Format = 3
+		t, consolidated, err := zarr.TreeFromV3Consolidated(data)
+		if err != nil {
+			return nil, fmt.Errorf("zarr.json: %w", err)
+		}
+		if consolidated {
+			s.Tree, s.Source = t, "consolidated zarr.json"
+			return s, nil
+		}
+		kind, arr, err := zarr.ParseV3Node(data)
+		if err != nil {
+			return nil, fmt.Errorf("zarr.json: %w", err)
+		}
+		s.Tree = zarr.NewTree()
+		if _, err := s.Tree.Add("", kind, arr, "zarr.json"); err != nil {
+			return nil, err
+		}
+		if kind == zarr.KindArray {
+			s.Source = "zarr.json (array at the root)"
+			return s, nil
+		}
+		return s, crawl(ctx, o, s, "")
+	}
+
+	if data, ok, err := get(".zgroup"); err != nil {
+		return nil, err
+	} else if ok {
+		if err := zarr.ParseZGroup(data); err != nil {
+			return nil, fmt.Errorf(".zgroup: %w", err)
+		}
+		s.Format = 2
+		s.Tree = zarr.NewTree()
+		metas, err := probeAttrs(ctx, o, s, "", ".zgroup")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.Tree.Add("", zarr.KindGroup, nil, metas...); err != nil {
+			return nil, err
+		}
+		return s, crawl(ctx, o, s, "")
+	}
+
+	if data, ok, err := get(".zarray"); err != nil {
+		return nil, err
+	} else if ok {
+		arr, err := zarr.ParseZArray(data)
+		if err != nil {
+			return nil, fmt.Errorf(".zarray: %w", err)
+		}
+		s.Format = 2
+		s.Tree = zarr.NewTree()
+		metas, err := probeAttrs(ctx, o, s, "", ".zarray")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.Tree.Add("", zarr.KindArray, arr, metas...); err != nil {
+			return nil, err
+		}
+		s.Source = ".zarray (array at the root)"
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w: none of .zmetadata, zarr.json, .zgroup or .zarray exists at the store root", ErrNotZarr)
+}
+
+// probeAttrs returns the v2 metadata files of a node: the one already found
+// plus .zattrs when the origin has it.
+func probeAttrs(ctx context.Context, o Origin, s *Store, dir, found string) ([]string, error) {
+	key := path.Join(dir, ".zattrs")
+	data, _, err := o.Get(ctx, key, maxMetaBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []string{found}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.Docs[key] = data
+	return []string{found, ".zattrs"}, nil
+}
+
+// crawl walks the store below dir through the origin's directory index.
+func crawl(ctx context.Context, o Origin, s *Store, root string) error {
+	var mu sync.Mutex // guards s.Docs and s.Tree while the walk runs in parallel
+	g, ctx := errgroup.WithContext(ctx)
+	// Requests, not goroutines, are bounded: a goroutine that lists a group
+	// spawns one per child, and errgroup.SetLimit would deadlock once every
+	// slot waited to spawn.
+	slots := make(chan struct{}, crawlParallelism)
+	acquire := func() { slots <- struct{}{} }
+	release := func() { <-slots }
+
+	get := func(key string) ([]byte, bool, error) {
+		acquire()
+		data, _, err := o.Get(ctx, key, maxMetaBytes)
+		release()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		mu.Lock()
+		s.Docs[key] = data
+		mu.Unlock()
+		return data, true, nil
+	}
+	add := func(p string, kind zarr.Kind, arr *zarr.Array, metas ...string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := s.Tree.Add(p, kind, arr, metas...)
+		return err
+	}
+
+	// visit examines one listed directory: is it a group, an array, or not
+	// part of the hierarchy at all (a chunk directory, a stray folder)?
+	var visit func(dir string) error
+	var walk func(dir string) error
+	visit = func(dir string) error {
+		if s.Format == 3 {
+			data, ok, err := get(path.Join(dir, "zarr.json"))
+			if err != nil || !ok {
+				return err
+			}
+			kind, arr, err := zarr.ParseV3Node(data)
+			if err != nil {
+				return fmt.Errorf("%s/zarr.json: %w", dir, err)
+			}
+			if err := add(dir, kind, arr, "zarr.json"); err != nil {
+				return err
+			}
+			if kind == zarr.KindGroup {
+				return walk(dir)
+			}
+			return nil
+		}
+		if data, ok, err := get(path.Join(dir, ".zarray")); err != nil {
+			return err
+		} else if ok {
+			arr, err := zarr.ParseZArray(data)
+			if err != nil {
+				return fmt.Errorf("%s/.zarray: %w", dir, err)
+			}
+			metas, err := v2Attrs(get, dir, ".zarray")
+			if err != nil {
+				return err
+			}
+			return add(dir, zarr.KindArray, arr, metas...)
+		}
+		data, ok, err := get(path.Join(dir, ".zgroup"))
+		if err != nil || !ok {
+			return err
+		}
+		if err := zarr.ParseZGroup(data); err != nil {
+			return fmt.Errorf("%s/.zgroup: %w", dir, err)
+		}
+		metas, err := v2Attrs(get, dir, ".zgroup")
+		if err != nil {
+			return err
+		}
+		if err := add(dir, zarr.KindGroup, nil, metas...); err != nil {
+			return err
+		}
+		return walk(dir)
+	}
+	walk = func(dir string) error {
+		acquire()
+		entries, err := o.List(ctx, dir)
+		release()
+		if err != nil {
+			if dir == root && errors.Is(err, remote.ErrNoListing) {
+				return fmt.Errorf("%w: the store has no consolidated metadata and the origin gives no directory listing (%v)", ErrNoStructure, err)
+			}
+			return fmt.Errorf("list %q: %w", dir, err)
+		}
+		for _, e := range entries {
+			if !e.IsDir {
+				continue
+			}
+			child := path.Join(dir, e.Name)
+			g.Go(func() error { return visit(child) })
+		}
+		return nil
+	}
+	if s.Source == "" {
+		s.Source = "directory index"
+	}
+	if err := walk(root); err != nil {
+		_ = g.Wait()
+		return err
+	}
+	return g.Wait()
+}
+
+func v2Attrs(get func(string) ([]byte, bool, error), dir, found string) ([]string, error) {
+	_, ok, err := get(path.Join(dir, ".zattrs"))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return []string{found, ".zattrs"}, nil
+	}
+	return []string{found}, nil
+}

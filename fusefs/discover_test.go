@@ -1,0 +1,207 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+const fixtures = "../../shared/fixtures"
+
+// dirOrigin serves a directory the way a static HTTP server would: files by
+// key, and optionally a directory index that may hide dotfiles like nginx's.
+type dirOrigin struct {
+	root        string
+	listing     bool
+	hideDots    bool
+	status      map[string]error // key -> error to answer instead
+	gets, lists atomic.Int64
+}
+
+func (o *dirOrigin) Get(ctx context.Context, key string, max int64) ([]byte, remote.Object, error) {
+	o.gets.Add(1)
+	if err, ok := o.status[key]; ok {
+		return nil, remote.Object{}, err
+	}
+	data, err := os.ReadFile(filepath.Join(o.root, filepath.FromSlash(key)))
+	if err != nil {
+		// Missing, or a directory read as a file: a server answers 404.
+		return nil, remote.Object{}, fmt.Errorf("GET %s: %w", key, remote.ErrNotFound)
+	}
+	return data, remote.Object{Size: int64(len(data))}, nil
+}
+
+func (o *dirOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, error) {
+	o.lists.Add(1)
+	if !o.listing {
+		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNoListing)
+	}
+	entries, err := os.ReadDir(filepath.Join(o.root, filepath.FromSlash(dir)))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNotFound)
+	}
+	var out []remote.DirEntry
+	for _, e := range entries {
+		if o.hideDots && strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		out = append(out, remote.DirEntry{Name: e.Name(), IsDir: e.IsDir()})
+	}
+	return out, nil
+}
+
+// nodesOnDisk lists the group and array paths of a store directory, by the
+// metadata documents present, as the ground truth for discovery.
+func nodesOnDisk(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch d.Name() {
+		case ".zarray", ".zgroup", "zarr.json":
+			rel, _ := filepath.Rel(root, filepath.Dir(p))
+			if rel == "." {
+				rel = ""
+			}
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return uniq(out)
+}
+
+func uniq(s []string) []string {
+	var out []string
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func treePaths(t *zarr.Tree) []string {
+	var out []string
+	var walk func(n *zarr.Node)
+	walk = func(n *zarr.Node) {
+		out = append(out, n.Path)
+		for _, name := range n.ChildNames() {
+			walk(n.Children[name])
+		}
+	}
+	walk(t.Root())
+	sort.Strings(out)
+	return out
+}
+
+func TestDiscoverFixtures(t *testing.T) {
+	cases := []struct {
+		store      string
+		listing    bool
+		hideDots   bool
+		wantSource string
+		wantFormat int
+		// wantGets, when set, is the exact number of documents requested:
+		// a consolidated store must cost one round of requests, not a walk.
+		wantGets int64
+	}{
+		{"zarr-python-2.13/fixture", true, false, "directory index", 2, 0},
+		{"zarr-python-2.13/fixture", true, true, "directory index", 2, 0},
+		{"zarrita/v2/data.zarr", false, false, "consolidated .zmetadata", 2, 1},
+		{"zarrita/v3/data.zarr", true, false, "directory index", 3, 0},
+		{"zarrita/v3/data.zarr", true, true, "directory index", 3, 0},
+		{"zarrita/v3/data.zarr/consolidated", false, false, "consolidated zarr.json", 3, 2},
+		{"zarr-python-2.13/fixture/flat", false, false, ".zarray (array at the root)", 2, 5},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/listing=%v/hideDots=%v", tc.store, tc.listing, tc.hideDots), func(t *testing.T) {
+			root := filepath.Join(fixtures, tc.store)
+			o := &dirOrigin{root: root, listing: tc.listing, hideDots: tc.hideDots}
+			s, err := Discover(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Source != tc.wantSource || s.Format != tc.wantFormat {
+				t.Errorf("source %q format %d, want %q %d", s.Source, s.Format, tc.wantSource, tc.wantFormat)
+			}
+			if tc.wantGets > 0 && (o.gets.Load() != tc.wantGets || o.lists.Load() != 0) {
+				t.Errorf("discovery made %d GETs and %d listings, want %d and 0", o.gets.Load(), o.lists.Load(), tc.wantGets)
+			}
+			got, want := treePaths(s.Tree), nodesOnDisk(t, root)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("tree has %d nodes, disk has %d\ngot  %q\nwant %q", len(got), len(want), got, want)
+			}
+			// Every metadata file the tree claims must exist, and every one on
+			// disk must be claimed.
+			var walk func(n *zarr.Node)
+			walk = func(n *zarr.Node) {
+				for _, m := range n.MetaFiles {
+					if _, err := os.Stat(filepath.Join(root, n.Path, m)); err != nil {
+						t.Errorf("tree claims %s/%s: %v", n.Path, m, err)
+					}
+				}
+				for _, m := range []string{".zarray", ".zgroup", ".zattrs", "zarr.json", ".zmetadata"} {
+					if _, err := os.Stat(filepath.Join(root, n.Path, m)); err == nil && !contains(n.MetaFiles, m) {
+						t.Errorf("tree misses %s", path.Join(n.Path, m))
+					}
+				}
+				for _, c := range n.Children {
+					walk(c)
+				}
+			}
+			walk(s.Tree.Root())
+		})
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDiscoverFailures(t *testing.T) {
+	empty := t.TempDir()
+	cases := []struct {
+		name   string
+		origin *dirOrigin
+		want   error
+	}{
+		{"not a store", &dirOrigin{root: empty, listing: true}, ErrNotZarr},
+		{"no consolidation, no listing", &dirOrigin{root: filepath.Join(fixtures, "zarr-python-2.13/fixture")}, ErrNoStructure},
+		{"v3 no consolidation, no listing", &dirOrigin{root: filepath.Join(fixtures, "zarrita/v3/data.zarr")}, ErrNoStructure},
+		{"401 stops discovery", &dirOrigin{root: empty, status: map[string]error{".zmetadata": remote.ErrUnauthorized}}, remote.ErrUnauthorized},
+		{"5xx is not 'absent'", &dirOrigin{root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), status: map[string]error{".zmetadata": &remote.StatusError{Code: 503}}}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Discover(context.Background(), tc.origin)
+			if err == nil {
+				t.Fatal("discovery succeeded")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

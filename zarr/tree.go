@@ -1,0 +1,207 @@
+package zarr
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Names of the metadata documents a node's directory may hold.
+const (
+	ZArray    = ".zarray"
+	ZGroup    = ".zgroup"
+	ZAttrs    = ".zattrs"
+	ZMetadata = ".zmetadata"
+	ZarrJSON  = "zarr.json"
+)
+
+// IsMetadataName reports whether name is one of the metadata document names.
+func IsMetadataName(name string) bool {
+	switch name {
+	case ZArray, ZGroup, ZAttrs, ZMetadata, ZarrJSON:
+		return true
+	}
+	return false
+}
+
+// Node is a group or an array of the hierarchy.
+type Node struct {
+	Path      string // "" for the root, else "a/b" (slash-separated, no leading slash)
+	Name      string // last component of Path; "" for the root
+	Kind      Kind
+	Array     *Array   // for arrays
+	MetaFiles []string // metadata documents known to exist in this node's directory, sorted
+	Children  map[string]*Node
+	// Implicit is true for a group that no group document defines: it exists
+	// because something below it does (or it only has a .zattrs).
+	Implicit bool
+}
+
+// ChildNames returns the names of the node's children, sorted.
+func (n *Node) ChildNames() []string {
+	names := make([]string, 0, len(n.Children))
+	for name := range n.Children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// HasMetaFile reports whether the metadata document name is known to exist in the node's directory.
+func (n *Node) HasMetaFile(name string) bool {
+	i := sort.SearchStrings(n.MetaFiles, name)
+	return i < len(n.MetaFiles) && n.MetaFiles[i] == name
+}
+
+func (n *Node) addMetaFiles(names ...string) {
+	for _, name := range names {
+		if !n.HasMetaFile(name) {
+			n.MetaFiles = append(n.MetaFiles, name)
+			sort.Strings(n.MetaFiles)
+		}
+	}
+}
+
+// Tree is the hierarchy of a store. It is not safe for concurrent
+// modification; build it, then share it read-only.
+type Tree struct {
+	root *Node
+}
+
+// NewTree returns a tree holding only an implicit root group.
+func NewTree() *Tree {
+	return &Tree{root: newImplicitGroup("", "")}
+}
+
+func newImplicitGroup(path, name string) *Node {
+	return &Node{Path: path, Name: name, Kind: KindGroup, Implicit: true, Children: map[string]*Node{}}
+}
+
+// Root returns the root node.
+func (t *Tree) Root() *Node { return t.root }
+
+// Lookup returns the node at path ("" for the root), nil if absent.
+func (t *Tree) Lookup(path string) *Node {
+	n := t.root
+	if path == "" {
+		return n
+	}
+	for _, c := range strings.Split(path, "/") {
+		if n = n.Children[c]; n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// Walk calls fn for every node, parents before children, siblings by name;
+// it stops at the first error and returns it.
+func (t *Tree) Walk(fn func(*Node) error) error {
+	var walk func(*Node) error
+	walk = func(n *Node) error {
+		if err := fn(n); err != nil {
+			return err
+		}
+		for _, name := range n.ChildNames() {
+			if err := walk(n.Children[name]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(t.root)
+}
+
+// splitNodePath checks a node path and returns its components (none for the root).
+func splitNodePath(path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	comps := strings.Split(path, "/")
+	for _, c := range comps {
+		switch {
+		case c == "":
+			return nil, fmt.Errorf("node path %q has an empty component (leading, trailing or doubled \"/\"): %w", path, ErrInvalid)
+		case strings.Trim(c, ".") == "":
+			return nil, fmt.Errorf("node path %q has a component made only of periods: %w", path, ErrInvalid)
+		case IsMetadataName(c):
+			return nil, fmt.Errorf("node path %q uses the metadata document name %q as a node name: %w", path, c, ErrInvalid)
+		case strings.IndexByte(c, 0) >= 0:
+			return nil, fmt.Errorf("node path %q contains a NUL byte: %w", path, ErrInvalid)
+		}
+	}
+	return comps, nil
+}
+
+// Add inserts a node, creating implicit parent groups. It fails (ErrConflict)
+// when a parent is an array, when the node already exists explicitly, or when
+// an array would replace a group that has children.
+func (t *Tree) Add(path string, kind Kind, arr *Array, metaFiles ...string) (*Node, error) {
+	switch {
+	case kind == KindArray && arr == nil:
+		return nil, fmt.Errorf("add %q: an array node needs its Array: %w", path, ErrInvalid)
+	case kind == KindGroup && arr != nil:
+		return nil, fmt.Errorf("add %q: a group node cannot have an Array: %w", path, ErrInvalid)
+	case kind != KindArray && kind != KindGroup:
+		return nil, fmt.Errorf("add %q: unknown node kind %v: %w", path, kind, ErrInvalid)
+	}
+	for _, name := range metaFiles {
+		if !IsMetadataName(name) {
+			return nil, fmt.Errorf("add %q: %q is not a metadata document name: %w", path, name, ErrInvalid)
+		}
+	}
+	n, err := t.ensure(path)
+	if err != nil {
+		return nil, fmt.Errorf("add %q: %w", path, err)
+	}
+	if !n.Implicit {
+		return nil, fmt.Errorf("add %q: it already exists as %s: %w", path, n.Kind.withArticle(), ErrConflict)
+	}
+	if kind == KindArray && len(n.Children) > 0 {
+		return nil, fmt.Errorf("add %q: an array cannot contain %q: %w", path, n.ChildNames()[0], ErrConflict)
+	}
+	n.Implicit = false
+	n.Kind = kind
+	n.Array = arr
+	n.addMetaFiles(metaFiles...)
+	return n, nil
+}
+
+// ensure returns the node at path, creating implicit groups for it and its
+// parents. It changes nothing when it fails.
+func (t *Tree) ensure(path string) (*Node, error) {
+	comps, err := splitNodePath(path)
+	if err != nil {
+		return nil, err
+	}
+	n := t.root
+	for i, c := range comps {
+		if n.Kind == KindArray {
+			return nil, fmt.Errorf("%q would be inside array %q: %w", path, displayPath(n.Path), ErrConflict)
+		}
+		if n.Children[c] == nil {
+			break
+		}
+		n = n.Children[c]
+		if i == len(comps)-1 {
+			return n, nil
+		}
+	}
+	n = t.root
+	for i, c := range comps {
+		child := n.Children[c]
+		if child == nil {
+			child = newImplicitGroup(strings.Join(comps[:i+1], "/"), c)
+			n.Children[c] = child
+		}
+		n = child
+	}
+	return n, nil
+}
+
+func displayPath(path string) string {
+	if path == "" {
+		return "/"
+	}
+	return path
+}
