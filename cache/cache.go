@@ -1,39 +1,51 @@
 package cache
 
-// Locking. Cache.mu is the only lock in this package and nothing else is
-// acquired while it is held. It guards the index, the not-found memory, the
-// in-flight fetches and the counters, and it is also what keeps the index and
-// the entries directory in agreement: every rename into, open of, and unlink
-// from Dir/entries happens under mu, so a path the index names always exists
-// and an unlink never hits a file a concurrent fetch has just put in place.
-// Source.Fetch and temp-file writes, the slow parts, happen without it.
+// Locking. Cache.mu is the only mutex of a Cache. It guards the index, the
+// eviction policy, the pins, the not-found memory, the in-flight fetches and
+// the counters. Nothing else is acquired while it is held, except the
+// Logger's own lock (a leaf: logging never calls back into the cache);
+// Reader byte counters and shared-file references are atomics.
+//
+// mu also keeps the index and the entries directory in agreement: every
+// rename into Dir/entries, every unlink from it and every open of an
+// indexed entry happens under mu, so the file at an indexed entry's path is
+// that entry (or damage that verification catches), and an unlink never hits
+// a file a concurrent fetch has just put in place. A fetch's temp file is
+// also removed under mu, before its waiters return. The slow parts happen
+// without it: Source requests, temp-file writes, verification reads, statfs.
+//
+// New's directory scan uses a mutex of its own, local to the scan, before
+// the Cache exists.
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
+	"syscall"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Source is where missing entries come from (remote.Client satisfies it).
-// Fetch writes the whole object to w and returns its version (a strong ETag,
-// may be ""). An object missing on the origin is an error for which
-// errors.Is(err, fs.ErrNotExist) holds. If Fetch fails after writing to w, the
-// caller discards what was written.
+// An object missing on the origin is an error for which
+// errors.Is(err, fs.ErrNotExist) holds. If a call fails after writing to w,
+// the caller discards what was written.
 type Source interface {
+	// Fetch writes the whole object to w and returns its version (strong
+	// ETag or "").
 	Fetch(ctx context.Context, key string, w io.Writer) (version string, err error)
+	// FetchIfChanged is Fetch with If-None-Match: version. When the origin
+	// answers 304 it writes nothing and returns (version, false, nil).
+	FetchIfChanged(ctx context.Context, key, version string, w io.Writer) (newVersion string, changed bool, err error)
 }
 
 // ErrClosed is returned by Open after Close, and by Opens whose fetch Close
@@ -42,33 +54,53 @@ var ErrClosed = errors.New("cache is closed")
 
 // Options configure a Cache.
 type Options struct {
-	Dir         string       // cache directory; created (0700) if missing
-	MaxBytes    int64        // byte budget for entry data on disk
-	Namespace   string       // identifies the origin (its URL); entries are keyed by hash(Namespace, key)
-	MaxNotFound int          // how many "missing on origin" keys to remember; 0 means 100000
-	Logger      *slog.Logger // nil = discard
+	Dir string // cache directory; created (0700) if missing
+	// MaxBytes is the budget for the entry files on disk, headers
+	// included. Entries stay within it at all times; only the temp files of
+	// fetches in flight come on top.
+	MaxBytes int64
+	// MinFreeBytes is a floor on the free space of Dir's file system,
+	// checked before each entry is put in place: the cache shrinks, or does
+	// not keep the entry, to leave this much free. 0 sets no floor.
+	MinFreeBytes int64
+	Namespace    string       // identifies the origin (its URL); entries are keyed by (Namespace, key)
+	MaxNotFound  int          // how many "missing on origin" keys to remember; 0 means 100000
+	Logger       *slog.Logger // nil = discard
+
+	// Test hooks, set before the directory is scanned.
+	newPolicy func(maxBytes int64) policy
+	statfs    func(dir string) (int64, error)
 }
 
 const defaultMaxNotFound = 100_000
 
-// The cache owns these subdirectories of Options.Dir and nothing else in it.
+// The cache owns these names in Options.Dir (and lockFileName) and nothing
+// else in it.
 const (
 	entriesSubdir = "entries"
 	tmpSubdir     = "tmp"
 )
 
-// Stats are counters since New plus the current size of the cache.
+// Stats are counters since New plus the current state of the cache.
 type Stats struct {
-	Hits         int64 // Opens served from an entry on disk
-	Misses       int64 // Opens that waited for a fetch (their own or one already in flight)
-	NotFoundHits int64 // Opens answered from the memory of keys missing on the origin
-	Fetches      int64 // calls to Source.Fetch
-	BytesFetched int64 // bytes of successful fetches
-	BytesServed  int64 // bytes returned by Reader.ReadAt
-	Evictions    int64 // entries unlinked to stay within the budget
-	WriteErrors  int64 // fetches that could not be written to disk and were served from memory
-	Entries      int   // entries on disk now
-	Bytes        int64 // bytes of entries on disk now
+	Hits             int64 // Opens served from an entry on disk (after a 304 too)
+	Misses           int64 // Opens that waited for a fetch of the object
+	NotFoundHits     int64 // Opens answered from the memory of keys missing on the origin
+	Revalidations    int64 // conditional requests answered 304: an entry of an earlier run kept
+	Changed          int64 // conditional requests answered with a new version: the entry replaced
+	Fetches          int64 // requests to the Source (Fetch and FetchIfChanged)
+	Recovered        int64 // valid entries found on disk by New
+	Reused           int64 // Hits on entries written by an earlier run
+	BytesFromCache   int64 // bytes returned by Readers of entries already on disk
+	BytesFromNetwork int64 // bytes the Source delivered
+	BytesServed      int64 // all bytes returned by Reader.ReadAt
+	Evictions        int64 // entries removed to stay within the budget or the free-space floor
+	CorruptEntries   int64 // damaged entries found (by New or on Open), removed and fetched again
+	WriteErrors      int64 // fetches the disk could not take, served from memory instead
+	Entries          int   // entries on disk now
+	Bytes            int64 // bytes of entry files on disk now
+	Pinned           int   // entries held by open Readers now
+	InFlight         int   // fetches in progress now
 }
 
 // Cache is an on-disk cache of one origin's objects. It is safe for
@@ -77,15 +109,19 @@ type Cache struct {
 	src        Source
 	log        *slog.Logger
 	maxBytes   int64
-	namespace  string
+	minFree    int64
+	nsHash     [32]byte
 	dir        string
 	entriesDir string
 	tmpDir     string
+	lock       *dirLock
 
 	// createTemp makes the file a fetch is written to. Tests replace it to
 	// simulate a full or failing disk, which a chmod cannot do when the tests
 	// run as root.
 	createTemp func(dir, pattern string) (*os.File, error)
+	// statfs reports the free bytes of the cache's file system.
+	statfs func(dir string) (int64, error)
 	// beforeGiveUp, if set, runs when an Open's ctx has ended, before it
 	// withdraws from its fetch. Tests use it to end the fetch in between.
 	beforeGiveUp func()
@@ -94,54 +130,89 @@ type Cache struct {
 	cancel  context.CancelFunc
 	fetches sync.WaitGroup
 
-	bytesServed atomic.Int64
+	reads readCounters
 
 	mu               sync.Mutex
 	closed           bool
-	index            *simplelru.LRU[string, entry] // entry id -> entry on disk, least recently used first out
-	indexBytes       int64
+	index            map[string]*entry // entry id -> entry on disk
+	policy           policy
 	notFound         *simplelru.LRU[string, struct{}] // keys the Source reported missing
 	flights          map[string]*flight               // entry id -> fetch in progress
 	writeErrorLogged bool
-	stats            Stats // counters; Entries, Bytes and BytesServed are filled in by Stats
+	statfsErrLogged  bool
+	stats            Stats // counters; the current-state fields are filled in by Stats
 }
 
-// entry is an object stored at Cache.entryPath(id).
+// entry is an object stored at Cache.entryPath(id). Its fields are guarded
+// by Cache.mu.
 type entry struct {
-	size    int64
+	id      string
+	sum     uint64 // hash of the id, for the policy's frequency sketch
+	key     string
 	version string
+	dataLen int64
+	fileLen int64 // header and data: what it costs in the budget
+
+	// unchecked marks an entry written by an earlier run: the object may
+	// have changed on the origin since, so Open (version unknown)
+	// revalidates it before its first use.
+	unchecked bool
+	recovered bool // found by New
+	pending   bool // being put in place: not yet renamed into the entries directory
+	pins      int  // open Readers (and verifications) using it: never evicted while > 0
+
+	// Eviction policy state.
+	elem     *list.Element
+	inWindow bool
+	stint    int    // Opens since its fetch began, while in the policy's window
+	reuse    uint32 // Opens between the one that fetched it and the previous Open of the object
 }
 
-// flight is one fetch in progress and the Opens waiting for it. It is not a
-// singleflight.Group call because the result is an open file each waiter must
-// own a share of, and singleflight cannot say how many callers took a result
-// (some give up before it arrives); counting waiters under Cache.mu can.
+// flight is one fetch or revalidation in progress and the Opens waiting for
+// it. It is not a singleflight.Group call because the result is an open file
+// each waiter must own a share of, and singleflight cannot say how many
+// callers took a result (some give up before it arrives); counting waiters
+// under Cache.mu can.
 type flight struct {
-	done chan struct{} // closed, under Cache.mu, once res or err is set
-	// waiters counts the Opens waiting; when the fetch ends, each is owed one
-	// reference to res.file. Guarded by Cache.mu.
-	waiters int
-	res     *fetched
-	err     error
+	done chan struct{} // closed, under Cache.mu, once the outcome is set
+	// waiters counts the Opens waiting; when the fetch ends, each is owed a
+	// share of res.file and a pin of res.entry. Guarded by Cache.mu.
+	waiters  int
+	accesses int    // Opens that asked for it, for the eviction policy
+	reuse    uint32 // the first one's reuse distance, for the eviction policy
+	recheck  bool   // a conditional request for an entry of an earlier run
+	// Outcome: the fetched object, or unchanged (the entry on disk is
+	// current: look it up again), or err.
+	res       *fetched
+	unchanged bool
+	err       error
 }
 
-// fetched is the outcome of a successful fetch.
+// fetched is a successfully fetched object.
 type fetched struct {
-	size    int64
-	version string
-	file    *sharedFile // the written file, still open; nil when held in memory
-	mem     []byte
-	tmpPath string // where file lies until it is renamed into place or removed
-	keep    bool   // whether to rename it into the cache (else it is served and dropped)
+	size     int64
+	version  string
+	f        *os.File    // the temp entry file, open; nil when held in memory
+	file     *sharedFile // f, shared by the waiters
+	dataOff  int64       // where the object starts in f
+	mem      []byte
+	tmpPath  string // where f lies until it is renamed into place or removed
+	keepable bool   // f is a complete entry (header written) that may be put in place
+	entry    *entry // the entry it became, pinned once per waiter; nil if not kept
 }
 
-// New opens a cache in opts.Dir for objects from src.
+// New opens the cache in opts.Dir for objects from src. It locks the
+// directory (ErrLocked if another Cache holds it), removes the temp files a
+// previous run left, and indexes the entries it finds, checking each
+// header and length; their data is checked when they are opened.
 func New(opts Options, src Source) (*Cache, error) {
 	switch {
 	case opts.Dir == "":
 		return nil, errors.New("cache: no directory: set Options.Dir to the cache directory")
 	case opts.MaxBytes <= 0:
 		return nil, fmt.Errorf("cache: budget of %d bytes: set Options.MaxBytes to a positive size", opts.MaxBytes)
+	case opts.MinFreeBytes < 0:
+		return nil, fmt.Errorf("cache: free-space floor of %d bytes: set Options.MinFreeBytes to 0 or more", opts.MinFreeBytes)
 	case src == nil:
 		return nil, errors.New("cache: no Source to fetch from")
 	}
@@ -153,53 +224,62 @@ func New(opts Options, src Source) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	newPolicy := opts.newPolicy
+	if newPolicy == nil {
+		newPolicy = func(maxBytes int64) policy { return newAdmissionPolicy(maxBytes) }
+	}
+	statfs := opts.statfs
+	if statfs == nil {
+		statfs = statfsFree
+	}
 
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cache: create cache directory: %w", err)
 	}
-	entriesDir := filepath.Join(opts.Dir, entriesSubdir)
-	tmpDir := filepath.Join(opts.Dir, tmpSubdir)
-	for _, d := range []string{entriesDir, tmpDir} {
-		// Whatever a previous run left is removed, not reused: entries do not
-		// yet record their length and checksum, so a file torn by a crash, or
-		// written for an older version of the object, would be served as data.
-		// Reuse across restarts comes with self-verifying entries.
-		if err := os.RemoveAll(d); err != nil {
-			return nil, fmt.Errorf("cache: clear what a previous run left in %s: %w", d, err)
-		}
-		if err := os.Mkdir(d, 0o700); err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-	}
-
-	index, err := simplelru.NewLRU[string, entry](math.MaxInt, nil) // bounded by bytes, not count
+	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
 	notFound, err := simplelru.NewLRU[string, struct{}](maxNotFound, nil)
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{
+	c := &Cache{
 		src:        src,
 		log:        log,
 		maxBytes:   opts.MaxBytes,
-		namespace:  opts.Namespace,
+		minFree:    opts.MinFreeBytes,
+		nsHash:     sha256.Sum256([]byte(opts.Namespace)),
 		dir:        opts.Dir,
-		entriesDir: entriesDir,
-		tmpDir:     tmpDir,
+		entriesDir: filepath.Join(opts.Dir, entriesSubdir),
+		tmpDir:     filepath.Join(opts.Dir, tmpSubdir),
+		lock:       lock,
 		createTemp: os.CreateTemp,
+		statfs:     statfs,
 		ctx:        ctx,
 		cancel:     cancel,
-		index:      index,
+		index:      make(map[string]*entry),
+		policy:     newPolicy(opts.MaxBytes),
 		notFound:   notFound,
 		flights:    make(map[string]*flight),
-	}, nil
+	}
+	if err := c.recover(); err != nil {
+		cancel()
+		lock.release()
+		return nil, err
+	}
+	return c, nil
 }
 
-// Open returns a reader over the entry for key, fetching it first if it is
-// not cached. Concurrent Opens of the same missing key cause one Source.Fetch.
+// Open returns a reader over the object key, fetching it first if it is
+// not cached. Concurrent Opens of the same missing key cause one fetch.
+//
+// The version is unknown, so an entry is used as is only if this process
+// fetched or revalidated it; an entry left by an earlier run is revalidated
+// first with a conditional request (304 keeps it, anything else replaces
+// it).
 //
 // The fetch runs on the cache's own lifetime context, never ctx: if ctx ends
 // first, Open returns ctx.Err() unwrapped and the fetch goes on and lands in
@@ -207,35 +287,144 @@ func New(opts Options, src Source) (*Cache, error) {
 // return an fs.ErrNotExist error without asking the Source; other fetch errors
 // are not remembered.
 func (c *Cache) Open(ctx context.Context, key string) (*Reader, error) {
-	id := c.entryID(key)
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if _, ok := c.notFound.Get(key); ok {
-		c.stats.NotFoundHits++
-		c.mu.Unlock()
-		return nil, fmt.Errorf("fetch %q: %w (remembered from an earlier fetch)", key, fs.ErrNotExist)
-	}
-	if r := c.openEntryLocked(id); r != nil {
-		c.stats.Hits++
-		c.mu.Unlock()
-		return r, nil
-	}
-	fl := c.flights[id]
-	if fl == nil {
-		fl = c.startFetchLocked(id, key)
-	}
-	fl.waiters++
-	c.stats.Misses++
-	c.mu.Unlock()
+	return c.open(ctx, key, "")
+}
 
-	select {
-	case <-fl.done:
-		return c.readerFor(fl)
-	case <-ctx.Done():
+// OpenVersion is Open for a caller that knows the object's current version
+// (from a manifest): an entry of that version is used without any request,
+// whoever wrote it; an entry of another version is replaced by a fetch. The
+// memory of missing keys is not consulted, since the caller knows the key
+// exists. The Reader's Version is what the origin sent, which differs from
+// version if the manifest is older than the object. An empty version means
+// unknown: OpenVersion(ctx, key, "") is Open(ctx, key).
+func (c *Cache) OpenVersion(ctx context.Context, key, version string) (*Reader, error) {
+	return c.open(ctx, key, version)
+}
+
+func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) {
+	id, sum := entryID(c.nsHash, key)
+	recorded := false
+	var reuse uint32
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if version == "" {
+			if _, ok := c.notFound.Get(key); ok {
+				c.stats.NotFoundHits++
+				c.mu.Unlock()
+				return nil, fmt.Errorf("fetch %q: %w (remembered from an earlier fetch)", key, fs.ErrNotExist)
+			}
+		}
+		if !recorded {
+			reuse = c.policy.record(sum)
+			recorded = true
+		}
+		e := c.index[id]
+		if e != nil && usableLocked(e, version) {
+			f, err := os.Open(c.entryPath(id))
+			if err != nil {
+				c.dropCorruptLocked(e, err)
+				c.mu.Unlock()
+				continue
+			}
+			e.pins++
+			c.policy.hit(e)
+			c.mu.Unlock()
+			if r := c.verifiedReader(e, f); r != nil {
+				return r, nil
+			}
+			continue // damaged, and now removed: fetch it
+		}
+		fl := c.flights[id]
+		if fl == nil {
+			var recheck *entry
+			if e != nil && version == "" && e.unchecked {
+				recheck = e
+			}
+			fl = c.startFlightLocked(id, sum, key, reuse, recheck)
+		}
+		fl.waiters++
+		fl.accesses++
+		if !fl.recheck {
+			c.stats.Misses++
+		}
+		c.mu.Unlock()
+
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return nil, c.giveUp(ctx, fl)
+		}
+		switch {
+		case fl.unchanged:
+			continue // the entry is current: open it as a hit
+		case fl.err != nil:
+			return nil, fl.err
+		}
+		if fl.recheck {
+			c.mu.Lock()
+			c.stats.Misses++
+			c.mu.Unlock()
+		}
+		return c.flightReader(fl), nil
 	}
+}
+
+// usableLocked says whether e may serve an Open asking for version ("" =
+// unknown).
+func usableLocked(e *entry, version string) bool {
+	if version == "" {
+		return !e.unchecked
+	}
+	if e.version != version {
+		return false
+	}
+	e.unchecked = false // the manifest vouches for it as a 304 would
+	return true
+}
+
+// verifiedReader checks the entry file f (opened for e, which is pinned)
+// and returns a Reader over it, or nil after removing the entry if it is
+// damaged.
+func (c *Cache) verifiedReader(e *entry, f *os.File) *Reader {
+	dataOff, err := verifyEntry(f, e, c.nsHash)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		f.Close()
+		c.unpinLocked(e)
+		c.dropCorruptLocked(e, err)
+		return nil
+	}
+	c.stats.Hits++
+	if e.recovered {
+		c.stats.Reused++
+	}
+	return &Reader{
+		size: e.dataLen, version: e.version,
+		file: newSharedFile(f, 1), dataOff: dataOff,
+		counters: &c.reads, fromCache: true,
+		unpin: func() { c.unpin(e) },
+	}
+}
+
+func (c *Cache) flightReader(fl *flight) *Reader {
+	res := fl.res
+	r := &Reader{size: res.size, version: res.version, counters: &c.reads, mem: res.mem}
+	if res.file != nil {
+		r.file, r.dataOff = res.file, res.dataOff
+	}
+	if e := res.entry; e != nil {
+		r.unpin = func() { c.unpin(e) }
+	}
+	return r
+}
+
+// giveUp withdraws an Open whose ctx ended from fl, and returns ctx.Err().
+func (c *Cache) giveUp(ctx context.Context, fl *flight) error {
 	if c.beforeGiveUp != nil {
 		c.beforeGiveUp()
 	}
@@ -244,13 +433,18 @@ func (c *Cache) Open(ctx context.Context, key string) (*Reader, error) {
 	select {
 	case <-fl.done:
 		// The fetch ended while we gave up and counted us among its readers.
-		if fl.res != nil && fl.res.file != nil {
-			_ = fl.res.file.release()
+		if res := fl.res; res != nil {
+			if res.file != nil {
+				_ = res.file.release()
+			}
+			if res.entry != nil {
+				c.unpinLocked(res.entry)
+			}
 		}
 	default:
 		fl.waiters--
 	}
-	return nil, ctx.Err()
+	return ctx.Err()
 }
 
 // Size is Open and Close, for callers that only need the exact size.
@@ -263,128 +457,236 @@ func (c *Cache) Size(ctx context.Context, key string) (int64, error) {
 	return r.Size(), nil
 }
 
-// Stats reports counters since New and the current size of the cache.
+// Stats reports counters since New and the current state of the cache.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	s := c.stats
-	s.Entries = c.index.Len()
-	s.Bytes = c.indexBytes
+	s.Entries = len(c.index)
+	s.Bytes = c.policy.bytes()
+	s.InFlight = len(c.flights)
+	for _, e := range c.index {
+		if e.pins > 0 {
+			s.Pinned++
+		}
+	}
 	c.mu.Unlock()
-	s.BytesServed = c.bytesServed.Load()
+	s.BytesServed = c.reads.served.Load()
+	s.BytesFromCache = c.reads.fromCache.Load()
 	return s
 }
 
-// Close cancels the fetches in flight and waits for them to end. Their
-// waiting Opens fail with ErrClosed; Readers already handed out stay valid.
-// Closing again does nothing.
+// Close cancels the fetches in flight, waits for them to end and unlocks
+// the directory. Their waiting Opens fail with ErrClosed; Readers already
+// handed out stay valid. Closing again does nothing.
 func (c *Cache) Close() error {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
 	c.closed = true
 	c.mu.Unlock()
 	c.cancel()
 	c.fetches.Wait()
-	return nil
-}
-
-func (c *Cache) entryID(key string) string {
-	h := sha256.New()
-	h.Write([]byte(c.namespace))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return hex.EncodeToString(h.Sum(nil))
+	return c.lock.release()
 }
 
 func (c *Cache) entryPath(id string) string {
 	return filepath.Join(c.entriesDir, id[:2], id)
 }
 
-// openEntryLocked returns a Reader over the cached entry id, or nil if there
-// is none.
-func (c *Cache) openEntryLocked(id string) *Reader {
-	e, ok := c.index.Get(id)
-	if !ok {
-		return nil
-	}
-	f, err := os.Open(c.entryPath(id))
-	if err != nil {
-		// Removed or damaged behind our back: forget it and fetch again.
-		c.log.Warn("cache entry unreadable; fetching it again", "path", c.entryPath(id), "err", err)
-		c.index.Remove(id)
-		c.indexBytes -= e.size
-		return nil
-	}
-	file := &sharedFile{f: f}
-	file.refs.Store(1)
-	return &Reader{size: e.size, version: e.version, file: file, served: &c.bytesServed}
+// unpin releases one pin of e, and shrinks the cache if pins had kept it
+// over budget.
+func (c *Cache) unpin(e *entry) {
+	c.mu.Lock()
+	c.unpinLocked(e)
+	c.mu.Unlock()
 }
 
-func (c *Cache) startFetchLocked(id, key string) *flight {
-	fl := &flight{done: make(chan struct{})}
+func (c *Cache) unpinLocked(e *entry) {
+	e.pins--
+	if e.pins == 0 && c.policy.bytes() > c.maxBytes {
+		c.policy.shrink(c.maxBytes, c.evictLocked)
+	}
+}
+
+// evictLocked deletes an entry the policy has given up.
+func (c *Cache) evictLocked(e *entry) {
+	if c.index[e.id] == e {
+		delete(c.index, e.id)
+	}
+	if e.pending {
+		return // never put in place
+	}
+	c.stats.Evictions++
+	if err := os.Remove(c.entryPath(e.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("cannot remove evicted cache entry", "path", c.entryPath(e.id), "err", err)
+	}
+}
+
+// removeLocked forgets an indexed entry and deletes its file.
+func (c *Cache) removeLocked(e *entry) {
+	c.policy.remove(e)
+	delete(c.index, e.id)
+	if err := os.Remove(c.entryPath(e.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("cannot remove cache entry", "path", c.entryPath(e.id), "err", err)
+	}
+}
+
+// dropCorruptLocked removes e, found damaged, unless it was replaced
+// meanwhile. The next Open fetches the object again.
+func (c *Cache) dropCorruptLocked(e *entry, err error) {
+	if c.index[e.id] != e {
+		return
+	}
+	c.removeLocked(e)
+	c.stats.CorruptEntries++
+	c.log.Warn("cache entry damaged; removed it and fetching the object again", "key", e.key, "err", err)
+}
+
+func (c *Cache) startFlightLocked(id string, sum uint64, key string, reuse uint32, recheck *entry) *flight {
+	fl := &flight{done: make(chan struct{}), recheck: recheck != nil, reuse: reuse}
 	c.flights[id] = fl
 	c.fetches.Add(1) // under mu with closed false, so never after Close began waiting
 	go func() {
 		defer c.fetches.Done()
-		res, err := c.fetch(key)
-		if res != nil && res.file != nil {
-			res.keep = res.size <= c.maxBytes
-			if res.keep {
-				if err := os.MkdirAll(filepath.Dir(c.entryPath(id)), 0o700); err != nil {
-					c.noteWriteError(err)
-					res.keep = false
-				}
-			}
-			if !res.keep {
-				// Too big for the budget, or nowhere to put it: serve it from
-				// the open file and let the data go when the last Reader closes.
-				removeTemp(res)
+		if recheck != nil {
+			unchanged, res, err := c.revalidate(id, key, recheck)
+			if err != errRefetch {
+				c.finish(id, sum, key, fl, res, unchanged, err)
+				return
 			}
 		}
-		c.finish(id, key, fl, res, err)
+		res, _, err := c.download(key, c.plainFetch(key))
+		c.finish(id, sum, key, fl, res, false, err)
 	}()
 	return fl
 }
 
-// fetch gets key from the Source into a temp file, or into memory when the
-// disk will not take it.
-func (c *Cache) fetch(key string) (*fetched, error) {
+// errRefetch tells a revalidation to fetch the object instead.
+var errRefetch = errors.New("fetch instead of revalidating")
+
+// revalidate asks the origin whether the entry e of an earlier run is still
+// current, after checking that it is sound: a damaged or vanished entry is
+// fetched anew (errRefetch) rather than revalidated and then refetched.
+func (c *Cache) revalidate(id, key string, e *entry) (unchanged bool, res *fetched, err error) {
+	c.mu.Lock()
+	if c.index[id] != e {
+		c.mu.Unlock()
+		return false, nil, errRefetch
+	}
+	f, err := os.Open(c.entryPath(id))
+	if err != nil {
+		c.dropCorruptLocked(e, err)
+		c.mu.Unlock()
+		return false, nil, errRefetch
+	}
+	e.pins++
+	c.mu.Unlock()
+	_, verr := verifyEntry(f, e, c.nsHash)
+	f.Close()
+	c.mu.Lock()
+	c.unpinLocked(e)
+	if verr != nil {
+		c.dropCorruptLocked(e, verr)
+	}
+	c.mu.Unlock()
+	if verr != nil {
+		return false, nil, errRefetch
+	}
+
+	res, notModified, err := c.download(key, func(w io.Writer) (string, bool, error) {
+		return c.src.FetchIfChanged(c.ctx, key, e.version, w)
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err != nil:
+		return false, nil, err
+	case notModified:
+		c.stats.Revalidations++
+		e.unchecked = false
+		return true, nil, nil
+	}
+	c.stats.Changed++
+	return false, res, nil
+}
+
+// getFunc runs one request to the Source, writing the object to w; changed
+// is false when a conditional request found the entry current.
+type getFunc func(w io.Writer) (version string, changed bool, err error)
+
+func (c *Cache) plainFetch(key string) getFunc {
+	return func(w io.Writer) (string, bool, error) {
+		v, err := c.src.Fetch(c.ctx, key, w)
+		return v, true, err
+	}
+}
+
+// download runs get into a temp entry file, or into memory when the disk
+// will not take it.
+func (c *Cache) download(key string, get getFunc) (res *fetched, notModified bool, err error) {
+	if len(key) > maxKeyLen {
+		return c.downloadToMemory(key, get)
+	}
 	f, err := c.createTemp(c.tmpDir, "fetch-*")
 	if err != nil {
-		c.noteWriteError(err)
-		return c.fetchToMemory(key)
+		c.noteWriteError(err, 0)
+		return c.downloadToMemory(key, get)
 	}
-	w := &fileWriter{f: f}
-	version, err := c.fetchFromSource(key, w)
+	w := &entryWriter{f: f, off: headerLen(len(key))}
+	c.countFetch()
+	version, changed, err := get(w)
 	if err == nil && w.err != nil {
 		err = w.err // a Source that dropped our write error
 	}
-	if err != nil {
+	if err != nil || !changed {
 		_ = f.Close()
 		_ = os.Remove(f.Name())
-		if w.err == nil {
-			return nil, c.fetchError(key, err)
+		switch {
+		case err == nil:
+			return nil, true, nil
+		case w.err == nil:
+			return nil, false, c.fetchError(key, err)
 		}
-		// What was written is incomplete, so fetch it again into memory.
-		c.noteWriteError(w.err)
-		return c.fetchToMemory(key)
+		// What was written is incomplete: fetch it again, into memory.
+		c.noteWriteError(w.err, w.off+w.n)
+		return c.downloadToMemory(key, c.plainFetch(key))
 	}
-	file := &sharedFile{f: f}
-	return &fetched{size: w.n, version: version, file: file, tmpPath: f.Name()}, nil
+	c.countNetworkBytes(w.n)
+	res = &fetched{size: w.n, version: version, f: f, dataOff: w.off, tmpPath: f.Name(), keepable: true}
+	if err := w.finish(c.nsHash, key, version); err != nil {
+		// The data is intact, so serve it; only the entry is unusable.
+		c.noteWriteError(err, 0)
+		res.keepable = false
+	}
+	return res, false, nil
 }
 
-func (c *Cache) fetchToMemory(key string) (*fetched, error) {
+func (c *Cache) downloadToMemory(key string, get getFunc) (*fetched, bool, error) {
 	var buf bytes.Buffer
-	version, err := c.fetchFromSource(key, &buf)
-	if err != nil {
-		return nil, c.fetchError(key, err)
+	c.countFetch()
+	version, changed, err := get(&buf)
+	switch {
+	case err != nil:
+		return nil, false, c.fetchError(key, err)
+	case !changed:
+		return nil, true, nil
 	}
-	return &fetched{size: int64(buf.Len()), version: version, mem: buf.Bytes()}, nil
+	c.countNetworkBytes(int64(buf.Len()))
+	return &fetched{size: int64(buf.Len()), version: version, mem: buf.Bytes()}, false, nil
 }
 
-func (c *Cache) fetchFromSource(key string, w io.Writer) (string, error) {
+func (c *Cache) countFetch() {
 	c.mu.Lock()
 	c.stats.Fetches++
 	c.mu.Unlock()
-	return c.src.Fetch(c.ctx, key, w)
+}
+
+func (c *Cache) countNetworkBytes(n int64) {
+	c.mu.Lock()
+	c.stats.BytesFromNetwork += n
+	c.mu.Unlock()
 }
 
 func (c *Cache) fetchError(key string, err error) error {
@@ -396,103 +698,147 @@ func (c *Cache) fetchError(key string, err error) error {
 	return fmt.Errorf("fetch %q: %w", key, err)
 }
 
-// finish puts a fetched entry in place and hands it to the waiting Opens.
-func (c *Cache) finish(id, key string, fl *flight, res *fetched, err error) {
-	var installErr error
+// finish puts a fetched object in place (or not) and hands the outcome to
+// the waiting Opens.
+func (c *Cache) finish(id string, sum uint64, key string, fl *flight, res *fetched, unchanged bool, err error) {
+	free, freeKnown := int64(0), false
+	if res != nil && res.keepable && c.minFree > 0 {
+		free, freeKnown = c.freeSpace()
+	}
 	c.mu.Lock()
-	if res != nil && res.keep {
-		installErr = c.installLocked(id, res)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		c.notFound.Add(key, struct{}{})
-	}
 	delete(c.flights, id)
-	if res != nil {
-		c.stats.BytesFetched += res.size
-		if res.file != nil {
+	switch {
+	case err != nil:
+		if errors.Is(err, fs.ErrNotExist) {
+			c.notFound.Add(key, struct{}{})
+			if old := c.index[id]; old != nil {
+				c.removeLocked(old) // the object is gone from the origin
+			}
+		}
+	case res != nil:
+		c.notFound.Remove(key)
+		c.placeLocked(id, sum, key, fl, res, free, freeKnown)
+		if res.f != nil {
 			if fl.waiters == 0 {
-				_ = res.file.f.Close()
+				_ = res.f.Close()
 			} else {
-				res.file.refs.Store(int32(fl.waiters))
+				res.file = newSharedFile(res.f, fl.waiters)
 			}
 		}
 	}
-	fl.res, fl.err = res, err
-	close(fl.done)
-	c.mu.Unlock()
-
-	if installErr != nil {
-		removeTemp(res)
-		c.noteWriteError(installErr)
-	}
-}
-
-// installLocked renames a fetched temp file into place, indexes it and
-// evicts least recently used entries until the cache is within budget.
-func (c *Cache) installLocked(id string, res *fetched) error {
-	if err := os.Rename(res.tmpPath, c.entryPath(id)); err != nil {
-		return err
-	}
-	res.tmpPath = ""
-	c.index.Add(id, entry{size: res.size, version: res.version})
-	c.indexBytes += res.size
-	for c.indexBytes > c.maxBytes {
-		old, e, ok := c.index.RemoveOldest()
-		if !ok {
-			break
-		}
-		c.indexBytes -= e.size
-		c.stats.Evictions++
-		if err := os.Remove(c.entryPath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			c.log.Warn("cannot remove evicted cache entry", "path", c.entryPath(old), "err", err)
-		}
-	}
-	return nil
-}
-
-// noteWriteError counts a failure to write the cache and logs the first one:
-// once the disk is full every fetch fails the same way.
-func (c *Cache) noteWriteError(err error) {
-	c.mu.Lock()
-	c.stats.WriteErrors++
-	first := !c.writeErrorLogged
-	c.writeErrorLogged = true
-	c.mu.Unlock()
-	if first {
-		c.log.Error("cannot write to the cache directory; serving reads from memory instead, which is slower and uses RAM. "+
-			"Free space on its disk, fix its permissions, or choose another cache directory. Further failures are counted, not logged",
-			"dir", c.dir, "err", err)
-	}
-}
-
-func (c *Cache) readerFor(fl *flight) (*Reader, error) {
-	if fl.err != nil {
-		return nil, fl.err
-	}
-	return &Reader{size: fl.res.size, version: fl.res.version, file: fl.res.file, mem: fl.res.mem, served: &c.bytesServed}, nil
-}
-
-func removeTemp(res *fetched) {
-	if res.tmpPath != "" {
+	if res != nil && res.tmpPath != "" {
+		// Not kept: its Readers hold the open file. Removed before the
+		// waiters return, so no temp file outlives its fetch.
 		_ = os.Remove(res.tmpPath)
 		res.tmpPath = ""
 	}
+	fl.res, fl.unchanged, fl.err = res, unchanged, err
+	close(fl.done)
+	c.mu.Unlock()
 }
 
-// fileWriter writes a fetch to its temp file and remembers the first write
-// error, so a failing disk can be told apart from a failing Source.
-type fileWriter struct {
-	f   *os.File
-	n   int64
-	err error
-}
-
-func (w *fileWriter) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
+// placeLocked makes a fetched object the entry for id, replacing whatever
+// entry id had, if it fits within the budget and the free-space floor
+// after evicting what the policy gives up; else the object is served but
+// not kept. free is the file system's free space, if known.
+func (c *Cache) placeLocked(id string, sum uint64, key string, fl *flight, res *fetched, free int64, freeKnown bool) {
+	old := c.index[id]
+	if old != nil {
+		// Superseded: its file is renamed over or removed below; its Readers
+		// keep their open file.
+		c.policy.remove(old)
+		delete(c.index, id)
 	}
-	n, err := w.f.Write(p)
-	w.n += int64(n)
-	w.err = err
-	return n, err
+	var deficit int64 // bytes to free to restore the floor
+	if freeKnown {
+		deficit = max(0, c.minFree-free)
+	}
+	dropOld := func() {
+		if old != nil {
+			_ = os.Remove(c.entryPath(id))
+		}
+	}
+	fileLen := res.dataOff + res.size
+	if res.f == nil || !res.keepable || fileLen > c.maxBytes {
+		dropOld()
+		c.policy.shrink(min(c.maxBytes, c.policy.bytes()-deficit), c.evictLocked)
+		return
+	}
+	e := &entry{
+		id: id, sum: sum, key: key, version: res.version,
+		dataLen: res.size, fileLen: fileLen,
+		pending: true, pins: fl.waiters, stint: fl.accesses, reuse: fl.reuse,
+	}
+	c.index[id] = e
+	c.policy.add(e)
+	limit := min(c.maxBytes, c.policy.bytes()-deficit)
+	c.policy.shrink(limit, c.evictLocked)
+	if c.index[id] != e || c.policy.bytes() > limit {
+		// No room: the rest is pinned, or the floor asks for more than
+		// the cache holds.
+		if c.index[id] == e {
+			c.policy.remove(e)
+			delete(c.index, id)
+		}
+		dropOld()
+		return
+	}
+	path := c.entryPath(id)
+	err := os.MkdirAll(filepath.Dir(path), 0o700)
+	if err == nil {
+		err = os.Rename(res.tmpPath, path)
+	}
+	if err != nil {
+		c.policy.remove(e)
+		delete(c.index, id)
+		dropOld()
+		c.noteWriteErrorLocked(err)
+		return
+	}
+	e.pending = false
+	res.tmpPath = ""
+	res.entry = e
+}
+
+// freeSpace reports the free bytes of the cache's file system; a failure
+// is logged once and disables the floor for the call.
+func (c *Cache) freeSpace() (int64, bool) {
+	free, err := c.statfs(c.dir)
+	if err == nil {
+		return free, true
+	}
+	c.mu.Lock()
+	first := !c.statfsErrLogged
+	c.statfsErrLogged = true
+	c.mu.Unlock()
+	if first {
+		c.log.Warn("cannot read the free space of the cache's file system; the free-space floor is not enforced while this lasts", "dir", c.dir, "err", err)
+	}
+	return 0, false
+}
+
+// noteWriteError counts a failure to write the cache and logs the first one:
+// once the disk is full every fetch fails the same way. On a full disk it
+// also evicts at least what the failed write needed (attempted bytes, or a
+// MiB when unknown), so the next fetch has a chance to land.
+func (c *Cache) noteWriteError(err error, attempted int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteWriteErrorLocked(err)
+	if errors.Is(err, syscall.ENOSPC) {
+		need := max(attempted, 1<<20)
+		c.policy.shrink(max(0, c.policy.bytes()-need), c.evictLocked)
+	}
+}
+
+func (c *Cache) noteWriteErrorLocked(err error) {
+	c.stats.WriteErrors++
+	if c.writeErrorLogged {
+		return
+	}
+	c.writeErrorLogged = true
+	c.log.Error("cannot write to the cache directory; serving reads from memory instead, which is slower and uses RAM. "+
+		"Free space on its disk, fix its permissions, set a free-space floor (--cache-min-free), or choose another cache directory. "+
+		"Further failures are counted, not logged",
+		"dir", c.dir, "err", err)
 }

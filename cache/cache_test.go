@@ -18,14 +18,17 @@ import (
 )
 
 // memSource is an in-memory Source that counts calls and can hold or fail a
-// fetch on demand.
+// fetch on demand. It keeps every version it ever served, so a test can
+// check a Reader against the version it reports.
 type memSource struct {
-	mu      sync.Mutex
-	objects map[string]memObject
-	calls   map[string]int
-	gates   map[string]chan struct{} // a Fetch of the key waits until the gate is closed or its ctx ends
-	errs    map[string]error         // a Fetch of the key writes part of the object, then fails with this
-	started chan string              // if set, gets the key when a Fetch begins
+	mu       sync.Mutex
+	objects  map[string]memObject
+	versions map[string][]byte        // version -> data, for every version ever stored
+	calls    map[string]int           // Fetch and FetchIfChanged calls
+	cond     map[string]int           // FetchIfChanged calls with a version
+	gates    map[string]chan struct{} // a call for the key waits until the gate is closed or its ctx ends
+	errs     map[string]error         // a call for the key writes part of the object, then fails with this
+	started  chan string              // if set, gets the key when a call begins
 }
 
 type memObject struct {
@@ -35,23 +38,45 @@ type memObject struct {
 
 func newMemSource() *memSource {
 	return &memSource{
-		objects: map[string]memObject{},
-		calls:   map[string]int{},
-		gates:   map[string]chan struct{}{},
-		errs:    map[string]error{},
+		objects:  map[string]memObject{},
+		versions: map[string][]byte{},
+		calls:    map[string]int{},
+		cond:     map[string]int{},
+		gates:    map[string]chan struct{}{},
+		errs:     map[string]error{},
 	}
 }
 
-// put stores an object of n bytes under key and returns its data.
+// put stores an object of n bytes under key and returns its data. Putting
+// a key again with another size makes a new version.
 func (s *memSource) put(key string, n int) []byte {
+	return s.putVersion(key, n, fmt.Sprintf(`"v-%s-%d"`, key, n))
+}
+
+// putVersion stores an object of n bytes with the given version ("" = the
+// origin gives none); its content depends on key, n and version.
+func (s *memSource) putVersion(key string, n int, version string) []byte {
 	data := make([]byte, n)
+	seed := len(key)*31 + n + len(version)*17
+	for _, ch := range []byte(version) {
+		seed = seed*7 + int(ch)
+	}
 	for i := range data {
-		data[i] = byte(len(key)*31 + i*7 + n)
+		data[i] = byte(seed + i*7 + i/253)
 	}
 	s.mu.Lock()
-	s.objects[key] = memObject{data: data, version: fmt.Sprintf(`"v-%s-%d"`, key, n)}
+	s.objects[key] = memObject{data: data, version: version}
+	if version != "" {
+		s.versions[version] = data
+	}
 	s.mu.Unlock()
 	return data
+}
+
+func (s *memSource) remove(key string) {
+	s.mu.Lock()
+	delete(s.objects, key)
+	s.mu.Unlock()
 }
 
 func (s *memSource) hold(key string) chan struct{} {
@@ -72,15 +97,42 @@ func (s *memSource) failWith(key string, err error) {
 	s.mu.Unlock()
 }
 
+// callsFor counts the requests for key, conditional or not.
 func (s *memSource) callsFor(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[key]
 }
 
+// condCallsFor counts the conditional requests for key.
+func (s *memSource) condCallsFor(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cond[key]
+}
+
+// dataOf returns the data of a version the source served.
+func (s *memSource) dataOf(version string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.versions[version]
+}
+
 func (s *memSource) Fetch(ctx context.Context, key string, w io.Writer) (string, error) {
+	v, _, err := s.fetch(ctx, key, "", w)
+	return v, err
+}
+
+func (s *memSource) FetchIfChanged(ctx context.Context, key, version string, w io.Writer) (string, bool, error) {
+	return s.fetch(ctx, key, version, w)
+}
+
+func (s *memSource) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer) (string, bool, error) {
 	s.mu.Lock()
 	s.calls[key]++
+	if ifNoneMatch != "" {
+		s.cond[key]++
+	}
 	obj, ok := s.objects[key]
 	gate, failure := s.gates[key], s.errs[key]
 	s.mu.Unlock()
@@ -91,35 +143,59 @@ func (s *memSource) Fetch(ctx context.Context, key string, w io.Writer) (string,
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", false, ctx.Err()
 		}
 	}
 	if failure != nil {
 		_, _ = w.Write(obj.data[:len(obj.data)/2])
-		return "", failure
+		return "", false, failure
 	}
 	if !ok {
-		return "", fmt.Errorf("GET %s: %w", key, fs.ErrNotExist)
+		return "", false, fmt.Errorf("GET %s: %w", key, fs.ErrNotExist)
+	}
+	if ifNoneMatch != "" && ifNoneMatch == obj.version {
+		return obj.version, false, nil
 	}
 	// Several writes, as an HTTP body copy makes.
 	for data := obj.data; len(data) > 0; {
-		n := min(len(data), 7)
+		n := min(len(data), 7000)
 		if _, err := w.Write(data[:n]); err != nil {
-			return "", err
+			return "", false, err
 		}
 		data = data[n:]
 	}
-	return obj.version, nil
+	return obj.version, true, nil
 }
+
+// entrySize is what an entry of an n-byte object under key costs on disk.
+func entrySize(key string, n int) int64 { return headerLen(len(key)) + int64(n) }
+
+const testNamespace = "https://origin.test/store.zarr"
 
 func newTestCache(t *testing.T, maxBytes int64, src Source) *Cache {
 	t.Helper()
-	c, err := New(Options{Dir: t.TempDir(), MaxBytes: maxBytes, Namespace: "https://origin.test/store.zarr"}, src)
+	return newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: maxBytes}, src)
+}
+
+// newCacheIn opens a cache with opts (namespace defaulted) and closes it at
+// the end of the test.
+func newCacheIn(t *testing.T, opts Options, src Source) *Cache {
+	t.Helper()
+	if opts.Namespace == "" {
+		opts.Namespace = testNamespace
+	}
+	c, err := New(opts, src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// pathOf is where the entry of key lies.
+func (c *Cache) pathOf(key string) string {
+	id, _ := entryID(c.nsHash, key)
+	return c.entryPath(id)
 }
 
 func readAll(t *testing.T, r *Reader) []byte {
@@ -154,31 +230,46 @@ type diskUsage struct {
 // the cache's own accounting.
 func onDisk(t *testing.T, c *Cache) diskUsage {
 	t.Helper()
+	u, err := diskUsageOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// diskUsageOf is onDisk for any goroutine. Files that vanish during the walk
+// (evicted, renamed) are not counted.
+func diskUsageOf(c *Cache) (diskUsage, error) {
 	var u diskUsage
-	walk := func(dir string, visit func(fs.FileInfo)) {
-		err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	walk := func(dir string, visit func(fs.FileInfo)) error {
+		return filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil || d.IsDir() {
 				return err
 			}
 			info, err := d.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
 			visit(info)
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 	}
-	walk(c.entriesDir, func(info fs.FileInfo) {
+	err := walk(c.entriesDir, func(info fs.FileInfo) {
 		if info.Mode().IsRegular() {
 			u.entryFiles++
 			u.entryBytes += info.Size()
 		}
 	})
-	walk(c.tmpDir, func(fs.FileInfo) { u.tmpFiles++ })
-	return u
+	if err == nil {
+		err = walk(c.tmpDir, func(fs.FileInfo) { u.tmpFiles++ })
+	}
+	return u, err
 }
 
 // openCacheFiles counts this process's open file descriptors on files in the
@@ -191,9 +282,10 @@ func openCacheFiles(t *testing.T, c *Cache) int {
 		t.Skipf("cannot list open files: %v", err)
 	}
 	n := 0
+	lock := filepath.Join(c.dir, lockFileName)
 	for _, fd := range fds {
 		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(target, c.dir+string(filepath.Separator)) {
+		if err == nil && target != lock && strings.HasPrefix(target, c.dir+string(filepath.Separator)) {
 			n++
 		}
 	}
@@ -223,6 +315,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"no directory", Options{MaxBytes: 100}, src},
 		{"no budget", Options{Dir: t.TempDir()}, src},
 		{"negative budget", Options{Dir: t.TempDir(), MaxBytes: -1}, src},
+		{"negative free-space floor", Options{Dir: t.TempDir(), MaxBytes: 100, MinFreeBytes: -1}, src},
 		{"no source", Options{Dir: t.TempDir(), MaxBytes: 100}, nil},
 	}
 	for _, tt := range tests {
@@ -236,7 +329,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 }
 
 func TestOpenFetchesOnceThenHits(t *testing.T) {
-	const budget = 4096
+	budget := entrySize("a/c/1/2", 4096)
 	tests := []struct {
 		name string
 		key  string
@@ -244,7 +337,7 @@ func TestOpenFetchesOnceThenHits(t *testing.T) {
 	}{
 		{"empty object", "a/.zattrs", 0},
 		{"small chunk", "a/0.0", 100},
-		{"chunk filling the budget", "a/c/1/2", budget},
+		{"chunk filling the budget", "a/c/1/2", 4096},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,13 +362,16 @@ func TestOpenFetchesOnceThenHits(t *testing.T) {
 				t.Fatalf("Size = %d, %v; want %d", size, err, tt.size)
 			}
 			if n := src.callsFor(tt.key); n != 1 {
-				t.Fatalf("Source.Fetch called %d times, want 1", n)
+				t.Fatalf("Source called %d times, want 1", n)
 			}
+			n := int64(tt.size)
 			s := c.Stats()
-			if s.Misses != 1 || s.Hits != 3 || s.Entries != 1 || s.Bytes != int64(tt.size) || s.BytesFetched != int64(tt.size) || s.BytesServed != 3*int64(tt.size) {
-				t.Fatalf("stats %+v", s)
+			want1 := Stats{Hits: 3, Misses: 1, Fetches: 1, BytesFromNetwork: n, BytesServed: 3 * n, BytesFromCache: 2 * n,
+				Entries: 1, Bytes: entrySize(tt.key, tt.size)}
+			if s != want1 {
+				t.Fatalf("stats\n%+v, want\n%+v", s, want1)
 			}
-			if u := onDisk(t, c); u.entryFiles != 1 || u.entryBytes != int64(tt.size) || u.tmpFiles != 0 {
+			if u := onDisk(t, c); u.entryFiles != 1 || u.entryBytes != entrySize(tt.key, tt.size) || u.tmpFiles != 0 {
 				t.Fatalf("on disk %+v", u)
 			}
 		})
@@ -293,9 +389,9 @@ func TestConcurrentOpensFetchOnce(t *testing.T) {
 		createTemp  func(dir, pattern string) (*os.File, error)
 		wantEntries int
 	}{
-		{"entry kept on disk", 1000, nil, 1},
+		{"entry kept on disk", 10_000, nil, 1},
 		{"entry larger than the budget", 100, nil, 0},
-		{"entry held in memory", 1000, failCreate, 0},
+		{"entry held in memory", 10_000, failCreate, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -338,10 +434,10 @@ func TestConcurrentOpensFetchOnce(t *testing.T) {
 				t.Error(err)
 			}
 			if n := src.callsFor("x/0"); n != 1 {
-				t.Fatalf("Source.Fetch called %d times for %d concurrent Opens, want 1", n, openers)
+				t.Fatalf("Source called %d times for %d concurrent Opens, want 1", n, openers)
 			}
-			if s := c.Stats(); s.Entries != tt.wantEntries {
-				t.Fatalf("%d entries, want %d", s.Entries, tt.wantEntries)
+			if s := c.Stats(); s.Entries != tt.wantEntries || s.Pinned != 0 {
+				t.Fatalf("%d entries (%d pinned), want %d (none pinned)", s.Entries, s.Pinned, tt.wantEntries)
 			}
 			if u := onDisk(t, c); u.entryFiles != tt.wantEntries || u.tmpFiles != 0 {
 				t.Fatalf("on disk %+v, want %d entries and no temp files", u, tt.wantEntries)
@@ -371,7 +467,7 @@ func TestCallerGivingUpLeavesFetchRunning(t *testing.T) {
 			src.started = make(chan string, 1)
 			want := src.put("a/0.0", 300)
 			gate := src.hold("a/0.0")
-			c := newTestCache(t, 1000, src)
+			c := newTestCache(t, 10_000, src)
 
 			ctx, cancel := tt.ctx()
 			defer cancel()
@@ -395,10 +491,10 @@ func TestCallerGivingUpLeavesFetchRunning(t *testing.T) {
 			waitFor(t, "the fetch to land in the cache", func() bool { return c.Stats().Entries == 1 })
 			openAndRead(t, c, "a/0.0", want)
 			if n := src.callsFor("a/0.0"); n != 1 {
-				t.Fatalf("Source.Fetch called %d times, want 1", n)
+				t.Fatalf("Source called %d times, want 1", n)
 			}
-			if s := c.Stats(); s.Hits != 1 {
-				t.Fatalf("the Open after the fetch landed was not a hit: %+v", s)
+			if s := c.Stats(); s.Hits != 1 || s.Pinned != 0 {
+				t.Fatalf("the Open after the fetch landed was not a hit, or a pin leaked: %+v", s)
 			}
 			if n := openCacheFiles(t, c); n != 0 {
 				t.Fatalf("%d cache files still open: the Open that gave up kept its share", n)
@@ -408,13 +504,14 @@ func TestCallerGivingUpLeavesFetchRunning(t *testing.T) {
 }
 
 // An Open may give up just as its fetch ends, after the fetch counted it
-// among its readers: the share of the file it was owed must be released.
+// among its readers: the share of the file and the pin it was owed must be
+// released.
 func TestGivingUpAsFetchEndsLeaksNoFile(t *testing.T) {
 	src := newMemSource()
 	src.started = make(chan string, 1)
 	src.put("a/0.0", 10)
 	gate := src.hold("a/0.0")
-	c := newTestCache(t, 1000, src)
+	c := newTestCache(t, 10_000, src)
 	c.beforeGiveUp = func() { // runs on Open's goroutine, so no t.Fatal here
 		close(gate)
 		for c.Stats().Entries != 1 {
@@ -435,15 +532,14 @@ func TestGivingUpAsFetchEndsLeaksNoFile(t *testing.T) {
 	if n := openCacheFiles(t, c); n != 0 {
 		t.Fatalf("%d cache files still open after the only Open gave up", n)
 	}
+	if s := c.Stats(); s.Pinned != 0 {
+		t.Fatalf("%d entries still pinned after the only Open gave up", s.Pinned)
+	}
 }
 
 func TestNotFoundIsRemembered(t *testing.T) {
 	src := newMemSource()
-	c, err := New(Options{Dir: t.TempDir(), MaxBytes: 1000, MaxNotFound: 2}, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: 1000, MaxNotFound: 2}, src)
 	open := func(key string) error {
 		t.Helper()
 		r, err := c.Open(context.Background(), key)
@@ -463,7 +559,7 @@ func TestNotFoundIsRemembered(t *testing.T) {
 		t.Fatalf("Size = %v, want an fs.ErrNotExist error", err)
 	}
 	if n := src.callsFor("a/9.9"); n != 1 {
-		t.Fatalf("Source.Fetch called %d times for a missing key, want 1", n)
+		t.Fatalf("Source called %d times for a missing key, want 1", n)
 	}
 	if s := c.Stats(); s.NotFoundHits != 5 || s.Entries != 0 {
 		t.Fatalf("stats %+v, want 5 not-found hits and no entries", s)
@@ -474,8 +570,18 @@ func TestNotFoundIsRemembered(t *testing.T) {
 	open("a/9.7")
 	open("a/9.9")
 	if n := src.callsFor("a/9.9"); n != 2 {
-		t.Fatalf("Source.Fetch called %d times after the key was forgotten, want 2", n)
+		t.Fatalf("Source called %d times after the key was forgotten, want 2", n)
 	}
+
+	// A caller that knows the key exists (a manifest) is not answered from
+	// the memory, and a successful fetch clears it.
+	want := src.put("a/9.9", 10)
+	r, err := c.OpenVersion(context.Background(), "a/9.9", src.objects["a/9.9"].version)
+	if err != nil {
+		t.Fatalf("OpenVersion of a key remembered missing: %v", err)
+	}
+	r.Close()
+	openAndRead(t, c, "a/9.9", want)
 }
 
 func TestFetchErrorIsNotCached(t *testing.T) {
@@ -483,7 +589,7 @@ func TestFetchErrorIsNotCached(t *testing.T) {
 	src := newMemSource()
 	want := src.put("a/0.0", 200)
 	src.failWith("a/0.0", errOrigin)
-	c := newTestCache(t, 1000, src)
+	c := newTestCache(t, 10_000, src)
 
 	for i := 1; i <= 2; i++ {
 		_, err := c.Open(context.Background(), "a/0.0")
@@ -494,7 +600,7 @@ func TestFetchErrorIsNotCached(t *testing.T) {
 			t.Fatalf("error %q does not name the key", err)
 		}
 		if n := src.callsFor("a/0.0"); n != i {
-			t.Fatalf("after %d failed Opens, Source.Fetch called %d times", i, n)
+			t.Fatalf("after %d failed Opens, Source called %d times", i, n)
 		}
 		if u := onDisk(t, c); u != (diskUsage{}) {
 			t.Fatalf("a failed fetch left files: %+v", u)
@@ -504,56 +610,103 @@ func TestFetchErrorIsNotCached(t *testing.T) {
 	openAndRead(t, c, "a/0.0", want)
 }
 
-func TestBudgetIsNeverExceeded(t *testing.T) {
-	const budget = 1000
-	src := newMemSource()
-	c := newTestCache(t, budget, src)
-	keys := make([]string, 40)
-	data := map[string][]byte{}
-	for i := range keys {
-		keys[i] = fmt.Sprintf("t/%d.0", i)
-		data[keys[i]] = src.put(keys[i], 1+(i*137)%400)
+// checkBudget compares the disk with the budget and with the cache's own
+// accounting.
+func checkBudget(t *testing.T, c *Cache, budget int64, when string) {
+	t.Helper()
+	u, s := onDisk(t, c), c.Stats()
+	if u.entryBytes > budget {
+		t.Fatalf("%s: %d bytes of entries on disk, budget %d", when, u.entryBytes, budget)
 	}
-	check := func(when string) {
-		t.Helper()
-		u, s := onDisk(t, c), c.Stats()
-		if u.entryBytes > budget {
-			t.Fatalf("%s: %d bytes on disk, budget %d", when, u.entryBytes, budget)
-		}
-		if u.entryBytes != s.Bytes || u.entryFiles != s.Entries || u.tmpFiles != 0 {
-			t.Fatalf("%s: on disk %+v, stats say %d entries of %d bytes", when, u, s.Entries, s.Bytes)
-		}
-	}
-	for _, key := range keys {
-		openAndRead(t, c, key, data[key])
-		check("after " + key)
-	}
-
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for i := range 30 {
-				key := keys[(w*7+i*11)%len(keys)]
-				r, err := c.Open(context.Background(), key)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				got, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
-				if err != nil || !bytes.Equal(got, data[key]) {
-					t.Errorf("%s: read %d bytes (%v), differing from the origin's", key, len(got), err)
-				}
-				r.Close()
-			}
-		})
-	}
-	wg.Wait()
-	check("after concurrent Opens")
-	if c.Stats().Evictions == 0 {
-		t.Fatal("no evictions although the objects total more than the budget")
+	if u.entryBytes != s.Bytes || u.entryFiles != s.Entries || u.tmpFiles != 0 {
+		t.Fatalf("%s: on disk %+v, stats say %d entries of %d bytes", when, u, s.Entries, s.Bytes)
 	}
 }
 
+func TestBudgetIsNeverExceeded(t *testing.T) {
+	for _, pol := range testPolicies {
+		t.Run(pol.name, func(t *testing.T) {
+			budget := 5 * entrySize("t/0.0", 400)
+			src := newMemSource()
+			c := newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: budget, newPolicy: pol.new}, src)
+			keys := make([]string, 40)
+			data := map[string][]byte{}
+			for i := range keys {
+				keys[i] = fmt.Sprintf("t/%d.0", i)
+				data[keys[i]] = src.put(keys[i], 1+(i*137)%1000)
+			}
+			for _, key := range keys {
+				openAndRead(t, c, key, data[key])
+				checkBudget(t, c, budget, "after "+key)
+			}
+
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			watcher := make(chan error, 1)
+			// The budget holds while fetches land, not only after. Every
+			// rename and unlink in the entries directory happens under
+			// c.mu, so a walk under it sees an exact state.
+			go func() {
+				defer close(watcher)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c.mu.Lock()
+					u, err := diskUsageOf(c)
+					c.mu.Unlock()
+					if err != nil {
+						watcher <- err
+						return
+					}
+					if u.entryBytes > budget {
+						watcher <- fmt.Errorf("%d bytes of entries on disk, budget %d", u.entryBytes, budget)
+						return
+					}
+				}
+			}()
+			for w := range 4 {
+				wg.Go(func() {
+					for i := range 30 {
+						key := keys[(w*7+i*11)%len(keys)]
+						r, err := c.Open(context.Background(), key)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						got, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+						if err != nil || !bytes.Equal(got, data[key]) {
+							t.Errorf("%s: read %d bytes (%v), differing from the origin's", key, len(got), err)
+						}
+						r.Close()
+					}
+				})
+			}
+			wg.Wait()
+			close(stop)
+			if err := <-watcher; err != nil {
+				t.Fatal(err)
+			}
+			checkBudget(t, c, budget, "after concurrent Opens")
+			if c.Stats().Evictions == 0 {
+				t.Fatal("no evictions although the objects total more than the budget")
+			}
+		})
+	}
+}
+
+var testPolicies = []struct {
+	name string
+	new  func(int64) policy
+}{
+	{"admission", func(b int64) policy { return newAdmissionPolicy(b) }},
+	{"lru", func(int64) policy { return newLRUPolicy() }},
+}
+
+// With few entries, both policies evict the least recently used: the
+// admission policy's window holds them all.
 func TestEvictsLeastRecentlyUsed(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -564,60 +717,83 @@ func TestEvictsLeastRecentlyUsed(t *testing.T) {
 		{"untouched oldest goes", "", "a", []string{"b", "c"}},
 		{"recently used survives", "a", "b", []string{"a", "c"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			src := newMemSource()
-			data := map[string][]byte{}
-			for _, k := range []string{"a", "b", "c"} {
-				data[k] = src.put(k, 40)
-			}
-			c := newTestCache(t, 100, src)
-			openAndRead(t, c, "a", data["a"])
-			openAndRead(t, c, "b", data["b"])
-			if tt.touch != "" {
-				openAndRead(t, c, tt.touch, data[tt.touch])
-			}
-			openAndRead(t, c, "c", data["c"])
-
-			for _, k := range tt.survivors {
-				openAndRead(t, c, k, data[k])
-				if n := src.callsFor(k); n != 1 {
-					t.Errorf("%s was evicted (fetched %d times)", k, n)
+	for _, pol := range testPolicies {
+		for _, tt := range tests {
+			t.Run(pol.name+"/"+tt.name, func(t *testing.T) {
+				src := newMemSource()
+				data := map[string][]byte{}
+				for _, k := range []string{"a", "b", "c"} {
+					data[k] = src.put(k, 40)
 				}
-			}
-			if _, err := os.Stat(c.entryPath(c.entryID(tt.evicted))); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("%s still on disk: %v", tt.evicted, err)
-			}
-			openAndRead(t, c, tt.evicted, data[tt.evicted])
-			if n := src.callsFor(tt.evicted); n != 2 {
-				t.Errorf("%s fetched %d times, want 2 (it was evicted)", tt.evicted, n)
-			}
-		})
+				c := newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: 2*entrySize("a", 40) + 10, newPolicy: pol.new}, src)
+				openAndRead(t, c, "a", data["a"])
+				openAndRead(t, c, "b", data["b"])
+				if tt.touch != "" {
+					openAndRead(t, c, tt.touch, data[tt.touch])
+				}
+				openAndRead(t, c, "c", data["c"])
+
+				for _, k := range tt.survivors {
+					openAndRead(t, c, k, data[k])
+					if n := src.callsFor(k); n != 1 {
+						t.Errorf("%s was evicted (fetched %d times)", k, n)
+					}
+				}
+				if _, err := os.Stat(c.pathOf(tt.evicted)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s still on disk: %v", tt.evicted, err)
+				}
+				openAndRead(t, c, tt.evicted, data[tt.evicted])
+				if n := src.callsFor(tt.evicted); n != 2 {
+					t.Errorf("%s fetched %d times, want 2 (it was evicted)", tt.evicted, n)
+				}
+			})
+		}
 	}
 }
 
-func TestReaderOutlivesEvictionAndClose(t *testing.T) {
+func TestPinnedEntriesAreNotEvicted(t *testing.T) {
 	src := newMemSource()
 	data := map[string][]byte{}
-	for _, k := range []string{"a", "b", "c"} {
+	for _, k := range []string{"a", "b", "c", "d"} {
 		data[k] = src.put(k, 40)
 	}
-	c := newTestCache(t, 100, src)
-	r, err := c.Open(context.Background(), "a")
+	budget := 2*entrySize("a", 40) + 10
+	c := newTestCache(t, budget, src)
+	ra, err := c.Open(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer ra.Close()
 	openAndRead(t, c, "b", data["b"])
-	openAndRead(t, c, "c", data["c"])
-	if _, err := os.Stat(c.entryPath(c.entryID("a"))); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("a was not evicted: %v", err)
+	openAndRead(t, c, "c", data["c"]) // the oldest is a, but it is pinned: b goes
+	if _, err := os.Stat(c.pathOf("a")); err != nil {
+		t.Fatalf("a was evicted while a Reader held it: %v", err)
 	}
-	if got := readAll(t, r); !bytes.Equal(got, data["a"]) {
-		t.Fatal("reader of an evicted entry reads wrong data")
+	if _, err := os.Stat(c.pathOf("b")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("b was not evicted in a's place: %v", err)
+	}
+	if s := c.Stats(); s.Pinned != 1 || s.Entries != 2 {
+		t.Fatalf("stats %+v, want a (pinned) and c", s)
+	}
+
+	// Everything pinned: a new object is served, but not kept, and the
+	// budget holds.
+	rc, err := c.Open(context.Background(), "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	openAndRead(t, c, "d", data["d"])
+	checkBudget(t, c, budget, "with every entry pinned")
+	if _, err := os.Stat(c.pathOf("d")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("d was kept although every other entry was pinned: %v", err)
+	}
+	rc.Close()
+
+	if got := readAll(t, ra); !bytes.Equal(got, data["a"]) {
+		t.Fatal("reader of a pinned entry reads wrong data")
 	}
 	c.Close()
-	if got := readAll(t, r); !bytes.Equal(got, data["a"]) {
+	if got := readAll(t, ra); !bytes.Equal(got, data["a"]) {
 		t.Fatal("reader reads wrong data after the cache closed")
 	}
 }
@@ -625,8 +801,8 @@ func TestReaderOutlivesEvictionAndClose(t *testing.T) {
 func TestEntryLargerThanBudgetIsServedNotKept(t *testing.T) {
 	src := newMemSource()
 	small := src.put("small", 50)
-	big := src.put("big", 250)
-	c := newTestCache(t, 100, src)
+	big := src.put("big", 2000)
+	c := newTestCache(t, entrySize("small", 50)+100, src)
 	openAndRead(t, c, "small", small)
 	for i := 1; i <= 2; i++ {
 		openAndRead(t, c, "big", big)
@@ -634,7 +810,7 @@ func TestEntryLargerThanBudgetIsServedNotKept(t *testing.T) {
 			t.Fatalf("big fetched %d times after %d Opens: it must not be cached", n, i)
 		}
 		// The oversized entry must not have pushed out what fits.
-		if u, s := onDisk(t, c), c.Stats(); u != (diskUsage{entryFiles: 1, entryBytes: 50}) || s.Entries != 1 || s.Evictions != 0 {
+		if u, s := onDisk(t, c), c.Stats(); u != (diskUsage{entryFiles: 1, entryBytes: entrySize("small", 50)}) || s.Entries != 1 || s.Evictions != 0 {
 			t.Fatalf("on disk %+v, stats %+v; want only the small entry", u, s)
 		}
 	}
@@ -684,7 +860,7 @@ func TestWriteFailureServesFromMemory(t *testing.T) {
 		{"entry cannot be put in place", func(t *testing.T, c *Cache) {
 			for _, k := range keys {
 				// A file where the entry's directory should go.
-				if err := os.WriteFile(filepath.Dir(c.entryPath(c.entryID(k))), nil, 0o600); err != nil {
+				if err := os.WriteFile(filepath.Dir(c.pathOf(k)), nil, 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -694,11 +870,7 @@ func TestWriteFailureServesFromMemory(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newMemSource()
 			var logs syncBuffer
-			c, err := New(Options{Dir: t.TempDir(), MaxBytes: 1000, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: 10_000, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, src)
 			tt.breakDisk(t, c)
 			for _, k := range keys {
 				want := src.put(k, 123)
@@ -729,12 +901,41 @@ func TestWriteFailureServesFromMemory(t *testing.T) {
 	}
 }
 
+// A full disk also makes the cache give up entries, so later fetches can
+// land again.
+func TestDiskFullEvicts(t *testing.T) {
+	src := newMemSource()
+	c := newTestCache(t, 100_000, src)
+	data := map[string][]byte{}
+	for _, k := range []string{"a", "b", "c"} {
+		data[k] = src.put(k, 1000)
+		openAndRead(t, c, k, data[k])
+	}
+	full := true
+	c.createTemp = func(dir, pattern string) (*os.File, error) {
+		if full {
+			return nil, &fs.PathError{Op: "open", Path: dir, Err: syscall.ENOSPC}
+		}
+		return os.CreateTemp(dir, pattern)
+	}
+	data["d"] = src.put("d", 1000)
+	openAndRead(t, c, "d", data["d"])
+	if s := c.Stats(); s.Evictions != 3 || s.Entries != 0 || s.WriteErrors != 1 {
+		t.Fatalf("stats %+v, want the 3 entries evicted to make room after ENOSPC", s)
+	}
+	full = false
+	openAndRead(t, c, "d", data["d"])
+	if s := c.Stats(); s.Entries != 1 {
+		t.Fatalf("stats %+v, want d cached once the disk has room", s)
+	}
+}
+
 func TestCloseCancelsBlockedFetch(t *testing.T) {
 	src := newMemSource()
 	src.started = make(chan string, 1)
 	src.put("a/0.0", 100)
 	src.hold("a/0.0") // never released: only cancellation ends this fetch
-	c := newTestCache(t, 1000, src)
+	c := newTestCache(t, 10_000, src)
 
 	result := make(chan error, 1)
 	go func() {
@@ -767,61 +968,20 @@ func TestCloseCancelsBlockedFetch(t *testing.T) {
 	}
 }
 
-func TestNewRemovesPreviousRun(t *testing.T) {
-	dir := t.TempDir()
-	src := newMemSource()
-	want := src.put("a/0.0", 64)
-	opts := Options{Dir: dir, MaxBytes: 1000, Namespace: "https://origin.test/store.zarr"}
-
-	// What a previous run left: an entry with stale content at the very path
-	// of a/0.0, a torn temp file, and files that are not the cache's.
-	first, err := New(opts, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := first.entryPath(first.entryID("a/0.0"))
-	first.Close()
-	notOurs := []string{filepath.Join(dir, "keep.txt"), filepath.Join(dir, "other", "x")}
-	for _, p := range append([]string{stale, filepath.Join(dir, tmpSubdir, "fetch-123")}, notOurs...) {
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte("stale"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	c, err := New(opts, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if u := onDisk(t, c); u != (diskUsage{}) {
-		t.Fatalf("New left files of the previous run: %+v", u)
-	}
-	for _, p := range notOurs {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("New touched a file that is not the cache's: %v", err)
-		}
-	}
-	openAndRead(t, c, "a/0.0", want)
-	if n := src.callsFor("a/0.0"); n != 1 {
-		t.Fatalf("Source.Fetch called %d times, want 1", n)
-	}
-}
-
 func TestReadAt(t *testing.T) {
 	const size = 100
 	backings := []struct {
 		name  string
 		setup func(c *Cache)
+		hit   bool // read through a second Open, served by the entry on disk
 	}{
-		{"file", func(*Cache) {}},
+		{"fetched file", func(*Cache) {}, false},
+		{"entry on disk", func(*Cache) {}, true},
 		{"memory", func(c *Cache) {
 			c.createTemp = func(dir, _ string) (*os.File, error) {
 				return nil, &fs.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
 			}
-		}},
+		}, false},
 	}
 	tests := []struct {
 		name    string
@@ -842,11 +1002,19 @@ func TestReadAt(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			src := newMemSource()
 			data := src.put("k", size)
-			c := newTestCache(t, 1000, src)
+			c := newTestCache(t, 10_000, src)
 			b.setup(c)
 			r, err := c.Open(context.Background(), "k")
 			if err != nil {
 				t.Fatal(err)
+			}
+			var fromNetwork int64
+			if b.hit {
+				fromNetwork = c.Stats().BytesServed
+				r.Close()
+				if r, err = c.Open(context.Background(), "k"); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var served int64
 			for _, tt := range tests {
@@ -860,8 +1028,13 @@ func TestReadAt(t *testing.T) {
 				}
 				served += int64(n)
 			}
-			if s := c.Stats(); s.BytesServed != served {
-				t.Fatalf("BytesServed = %d, want %d", s.BytesServed, served)
+			s := c.Stats()
+			wantFromCache := int64(0)
+			if b.hit {
+				wantFromCache = served
+			}
+			if s.BytesServed != served+fromNetwork || s.BytesFromCache != wantFromCache {
+				t.Fatalf("BytesServed = %d, BytesFromCache = %d; want %d, %d", s.BytesServed, s.BytesFromCache, served, wantFromCache)
 			}
 			r.Close()
 			if _, err := r.ReadAt(make([]byte, 1), 0); !errors.Is(err, os.ErrClosed) {

@@ -1,19 +1,71 @@
-// Package cache keeps the chunks of one remote store on local disk under a
-// byte budget, fetching each on first access from a Source.
+// Package cache keeps the objects (chunks, shards) of one remote store on
+// local disk under a byte budget and a free-space floor, fetching each on
+// first access from a Source, and never serves bytes it cannot vouch for.
+//
+// # Reads
 //
 // A key is fetched once however many readers ask for it at the same time, on
 // the cache's own lifetime context: a reader that gives up (a FUSE interrupt)
 // stops waiting but does not stop the fetch, so the data still lands in the
 // cache for the next reader. Keys the origin reports missing are remembered,
 // because a missing chunk is normal in zarr (it means fill_value) and is asked
-// for again and again.
+// for again and again. When the disk cannot take an entry (full, read-only,
+// failing) the read is served from memory instead and the failure is logged
+// once: the cache degrades, the read does not fail.
 //
-// Entries are plain files under Options.Dir, written to a temp file and renamed
-// into place, indexed in memory in least-recently-used order and evicted
-// (unlinked) to keep the total within Options.MaxBytes. A Reader holds an open
-// file, so eviction never disturbs a read in progress. When the disk cannot
-// take an entry (full, read-only, failing) the read is served from memory
-// instead: the cache degrades, the read does not fail.
+// # Versions
+//
+// An entry is addressed by (origin, key) and records the version of the
+// object it holds (its strong ETag, or the version in a manifest). A caller
+// that knows the current version (OpenVersion) gets the entry only if the
+// versions match, with no request. A caller that does not (Open) gets entries
+// this process fetched or revalidated; an entry left by an earlier run is
+// revalidated first with a conditional request (If-None-Match): 304 keeps
+// it, a new version replaces it. An entry without a version cannot be
+// revalidated and is dropped at start.
+//
+// # On disk
+//
+//	Dir/lock                   flock'ed by the Cache that owns Dir; holds its pid
+//	Dir/tmp/fetch-*            fetches in progress; removed at start
+//	Dir/entries/ab/abcd…ef     one file per entry; the name is the hex SHA-256
+//	                           of SHA-256(origin URL) followed by the key
+//
+// An entry file is a header, then the object's bytes:
+//
+//	magic "ZARRFSCE", format version 1, kind (0 = whole object),
+//	header length H, SHA-256 of the origin URL, data length, CRC32C of the
+//	data, key, version (room for 255 bytes), CRC32C of the header
+//	data: bytes H .. H+length
+//
+// (field by field in entry.go). A fetch streams into a temp file after room
+// for the header, computing the data's CRC32C as it goes; the header is
+// written last and the file renamed into place. There is no fsync: after a
+// power loss a renamed file may be torn, truncated or zero-filled, which its
+// length and checksums reveal, and a bad entry is never served, only fetched
+// again, so durability is not needed for correctness.
+//
+// # Integrity
+//
+// New removes the temp files, reads every entry's header and checks its
+// checksum, that the name is the hash of the key it records (so an entry
+// swapped with another is caught) and that the file length is the header's
+// plus the data length; bad files are removed. The data is checked each time
+// an entry is opened (length and CRC32C over all of it, which also warms
+// the page cache for the read that follows); a damaged entry is removed,
+// counted (Stats.CorruptEntries) and fetched again. Reading every byte at
+// start instead would delay a mount by minutes for a large cache.
+//
+// # Budget and eviction
+//
+// Entry files stay within Options.MaxBytes at all times (only the temp files
+// of fetches in flight come on top), and the cache shrinks before each
+// insert to leave Options.MinFreeBytes free on its file system. Entries open
+// by a Reader are pinned: eviction passes over them, and a new entry that
+// would only fit by evicting pinned ones is served without being kept, as is
+// an entry larger than the budget. The eviction policy (policy.go) keeps a
+// stable part of a dataset that is read every epoch in a new order and is
+// larger than the cache, where LRU would hit only by luck.
 //
 // The package does not know about HTTP: the remote client satisfies Source.
 package cache

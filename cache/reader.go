@@ -11,16 +11,27 @@ import (
 var errNegativeOffset = errors.New("negative offset")
 
 // Reader is one reader's view of an entry. ReadAt is safe for concurrent use.
-// A Reader stays valid until Close even if its entry is evicted meanwhile: it
-// holds an open file (which keeps an unlinked file's data) or the bytes
-// themselves.
+// A Reader stays valid until Close whatever happens to the cache: it holds an
+// open file (which keeps even a replaced file's data) or the bytes
+// themselves, and while it is open its entry is pinned: eviction passes it
+// over.
 type Reader struct {
-	size    int64
-	version string
-	file    *sharedFile // nil when the entry is held in memory
-	mem     []byte
-	served  *atomic.Int64 // the cache's BytesServed counter
-	closed  atomic.Bool
+	size      int64
+	version   string
+	file      *sharedFile // nil when the entry is held in memory
+	dataOff   int64       // where the object starts in file, after the entry header
+	mem       []byte
+	counters  *readCounters
+	fromCache bool   // served by an entry already on disk, not by a fetch
+	unpin     func() // releases the entry; nil if the Reader pins none
+	closed    atomic.Bool
+}
+
+// readCounters are the cache's counters of bytes read, kept apart from
+// Cache.mu so ReadAt never takes a lock.
+type readCounters struct {
+	served    atomic.Int64
+	fromCache atomic.Int64
 }
 
 // sharedFile is an open entry file shared by the Readers handed out for one
@@ -28,6 +39,12 @@ type Reader struct {
 type sharedFile struct {
 	f    *os.File
 	refs atomic.Int32
+}
+
+func newSharedFile(f *os.File, refs int) *sharedFile {
+	s := &sharedFile{f: f}
+	s.refs.Store(int32(refs))
+	return s
 }
 
 func (s *sharedFile) release() error {
@@ -49,27 +66,48 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
+	var atEnd bool
+	if rest := r.size - off; int64(len(p)) > rest {
+		p, atEnd = p[:rest], true
+	}
 	var n int
 	var err error
 	if r.file != nil {
-		n, err = r.file.f.ReadAt(p, off)
-	} else if n = copy(p, r.mem[off:]); n < len(p) {
+		n, err = r.file.f.ReadAt(p, r.dataOff+off)
+		if n < len(p) {
+			// The entry was verified when opened: only something outside
+			// zarrfs truncating it can cause this.
+			err = fmt.Errorf("read cache file %s: %d of %d bytes at %d: %w", r.file.f.Name(), n, len(p), off, errors.Join(err, io.ErrUnexpectedEOF))
+		}
+	} else {
+		n = copy(p, r.mem[off:])
+	}
+	if err == nil && atEnd {
 		err = io.EOF
 	}
-	r.served.Add(int64(n))
+	r.counters.served.Add(int64(n))
+	if r.fromCache {
+		r.counters.fromCache.Add(int64(n))
+	}
 	return n, err
 }
 
-// Size is the exact length of the entry.
+// Size is the exact length of the object.
 func (r *Reader) Size() int64 { return r.size }
 
-// Version is the version the Source reported for the entry (its strong ETag),
-// or "" if it reported none.
+// Version is the version the Source reported for the object (its strong
+// ETag or the manifest's version), or "" if it reported none.
 func (r *Reader) Version() string { return r.version }
 
-// Close releases the Reader; closing it again does nothing.
+// Close releases the Reader and its entry; closing it again does nothing.
 func (r *Reader) Close() error {
-	if r.closed.Swap(true) || r.file == nil {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	if r.unpin != nil {
+		r.unpin()
+	}
+	if r.file == nil {
 		return nil
 	}
 	return r.file.release()

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +22,9 @@ import (
 type Origin interface {
 	Get(ctx context.Context, key string, maxBytes int64) ([]byte, remote.Object, error)
 	List(ctx context.Context, dir string) ([]remote.DirEntry, error)
+	// Manifest returns every key with size and version, or an error wrapping
+	// remote.ErrNoManifest when the origin is not `zarrfs serve`.
+	Manifest(ctx context.Context) (*remote.Manifest, error)
 }
 
 // maxMetaBytes bounds one metadata document held in memory. Consolidated
@@ -38,13 +44,16 @@ var ErrNotZarr = errors.New("not a zarr store")
 var ErrNoStructure = errors.New("store structure unknown")
 
 // Store is what discovery learnt about a store: its tree, the metadata
-// documents already fetched on the way (keyed by store-relative key), and how
-// the tree was found.
+// documents already fetched on the way (keyed by store-relative key), how
+// the tree was found, and the origin's manifest when it serves one.
 type Store struct {
 	Tree   *zarr.Tree
 	Docs   map[string][]byte
 	Format int    // 2 or 3
-	Source string // "consolidated .zmetadata", "consolidated zarr.json" or "directory index"
+	Source string // "manifest", "consolidated .zmetadata", "consolidated zarr.json" or "directory index"
+	// Manifest, when non-nil, is authoritative for which keys exist and
+	// their sizes and versions.
+	Manifest *remote.Manifest
 }
 
 // Discover learns the tree of the store at the origin's root: from consolidated
@@ -53,6 +62,14 @@ type Store struct {
 // hides dotfiles, so names come from the index and documents are asked for).
 func Discover(ctx context.Context, o Origin) (*Store, error) {
 	s := &Store{Docs: map[string][]byte{}}
+	m, err := o.Manifest(ctx)
+	switch {
+	case err == nil:
+		s.Manifest = m
+		return s, fromManifest(ctx, o, s)
+	case !errors.Is(err, remote.ErrNoManifest):
+		return nil, err
+	}
 	get := func(key string) ([]byte, bool, error) {
 		data, _, err := o.Get(ctx, key, maxMetaBytes)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -280,4 +297,107 @@ func v2Attrs(get func(string) ([]byte, bool, error), dir, found string) ([]strin
 		return []string{found, ".zattrs"}, nil
 	}
 	return []string{found}, nil
+}
+
+// fromManifest builds the tree from the keys the manifest lists: a
+// directory holding .zarray, .zgroup or zarr.json is a node. Its documents
+// are fetched in parallel and parsed; consolidated metadata is not needed.
+func fromManifest(ctx context.Context, o Origin, s *Store) error {
+	s.Source = "manifest"
+	type node struct {
+		dir   string
+		metas []string
+	}
+	nodes := map[string]*node{}
+	var order []string
+	s.Manifest.Keys(func(key string, _ int64, _ string) bool {
+		dir, name := path.Split(key)
+		dir = strings.TrimSuffix(dir, "/")
+		if !zarr.IsMetadataName(name) {
+			return true
+		}
+		n, ok := nodes[dir]
+		if !ok {
+			n = &node{dir: dir}
+			nodes[dir] = n
+			order = append(order, dir)
+		}
+		n.metas = append(n.metas, name)
+		return true
+	})
+	root, ok := nodes[""]
+	if !ok {
+		return fmt.Errorf("%w: the manifest lists no .zgroup, .zarray or zarr.json at the store root", ErrNotZarr)
+	}
+	if slices.Contains(root.metas, "zarr.json") {
+		s.Format = 3
+	} else {
+		s.Format = 2
+	}
+	type parsed struct {
+		kind zarr.Kind
+		arr  *zarr.Array
+	}
+	results := make([]parsed, len(order))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(crawlParallelism)
+	for i, dir := range order {
+		n := nodes[dir]
+		var doc string
+		switch {
+		case s.Format == 3 && slices.Contains(n.metas, "zarr.json"):
+			doc = "zarr.json"
+		case s.Format == 2 && slices.Contains(n.metas, ".zarray"):
+			doc = ".zarray"
+		case s.Format == 2 && slices.Contains(n.metas, ".zgroup"):
+			doc = ".zgroup"
+		default:
+			// Only .zattrs (or a document of the other format): not a node.
+			continue
+		}
+		g.Go(func() error {
+			key := path.Join(dir, doc)
+			data, _, err := o.Get(gctx, key, maxMetaBytes)
+			if err != nil {
+				return fmt.Errorf("fetch %s: %w", key, err)
+			}
+			var p parsed
+			switch doc {
+			case "zarr.json":
+				p.kind, p.arr, err = zarr.ParseV3Node(data)
+			case ".zarray":
+				p.kind = zarr.KindArray
+				p.arr, err = zarr.ParseZArray(data)
+			case ".zgroup":
+				p.kind, err = zarr.KindGroup, zarr.ParseZGroup(data)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			mu.Lock()
+			s.Docs[key] = data
+			results[i] = p
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	s.Tree = zarr.NewTree()
+	// Add creates implicit parents and fills them in when their own turn
+	// comes, so the manifest's byte order needs no sorting by depth.
+	for i, dir := range order {
+		p := results[i]
+		if p.kind == 0 {
+			continue
+		}
+		metas := append([]string(nil), nodes[dir].metas...)
+		sort.Strings(metas)
+		if _, err := s.Tree.Add(dir, p.kind, p.arr, metas...); err != nil {
+			return fmt.Errorf("manifest: %w", err)
+		}
+	}
+	return nil
 }

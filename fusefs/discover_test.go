@@ -42,6 +42,10 @@ func (o *dirOrigin) Get(ctx context.Context, key string, max int64) ([]byte, rem
 	return data, remote.Object{Size: int64(len(data))}, nil
 }
 
+func (o *dirOrigin) Manifest(ctx context.Context) (*remote.Manifest, error) {
+	return nil, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
+}
+
 func (o *dirOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, error) {
 	o.lists.Add(1)
 	if !o.listing {

@@ -1,7 +1,8 @@
 package fusefs
 
-// Lock order: metaDocs.mu is the only lock in this file and is never held
-// while calling out (network, cache, kernel). listing caches lock internally.
+// Lock order: FS.dirsMu and view.docsMu are leaves: neither is held while
+// taking the other or while calling out (network, cache, kernel). Listing
+// caches lock internally.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +32,9 @@ import (
 // satisfies it.
 type Chunks interface {
 	Open(ctx context.Context, key string) (*cache.Reader, error)
+	// OpenVersion opens the entry of exactly that version (from the
+	// manifest): a cached entry of that version costs no request.
+	OpenVersion(ctx context.Context, key, version string) (*cache.Reader, error)
 	Size(ctx context.Context, key string) (int64, error)
 }
 
@@ -37,39 +42,75 @@ type Chunks interface {
 // directories, metadata documents are files held in memory, chunks are files
 // read through the cache.
 type FS struct {
-	store     *Store
+	// view is the store as last discovered or refreshed. Every operation
+	// reads it once and works on that one consistent version.
+	view      atomic.Pointer[view]
 	origin    Origin
 	chunks    Chunks
 	log       *slog.Logger
 	attrValid time.Duration
 	mtime     time.Time
+	// controlSocket is the daemon's control socket, published to the CLI
+	// through ControlXattr on the root.
+	controlSocket string
 
-	docs     metaDocs
 	listings *expirable.LRU[string, []remote.DirEntry]
 	listSF   singleflight.Group
+	docsSF   singleflight.Group
+
+	// dirs holds one node per directory path, so the kernel's entries can be
+	// invalidated through the node it knows when the store changes.
+	dirsMu sync.Mutex
+	dirs   map[string]fusefs.Node
+}
+
+// view is one version of the store: its tree, manifest and the metadata
+// documents fetched for it. Documents are added as they are first read.
+type view struct {
+	*Store
+	docsMu sync.Mutex
 }
 
 // newFS builds the file system over a discovered store.
 func newFS(store *Store, origin Origin, chunks Chunks, log *slog.Logger, attrValid time.Duration) *FS {
 	f := &FS{
-		store:     store,
 		origin:    origin,
 		chunks:    chunks,
 		log:       log,
 		attrValid: attrValid,
 		mtime:     time.Now(),
 		listings:  expirable.NewLRU[string, []remote.DirEntry](1024, nil, attrValid),
+		dirs:      map[string]fusefs.Node{},
 	}
-	f.docs.docs = make(map[string][]byte, len(store.Docs))
-	for k, v := range store.Docs {
-		f.docs.docs[k] = v
-	}
+	f.view.Store(&view{Store: store})
 	return f
 }
 
+func (f *FS) current() *view { return f.view.Load() }
+
 // Root implements fs.FS.
 func (f *FS) Root() (fusefs.Node, error) {
-	return &nodeDir{fs: f, node: f.store.Tree.Root()}, nil
+	return f.dirNode("", func() fusefs.Node { return &nodeDir{fs: f, path: ""} }), nil
+}
+
+// dirNode returns the one node of the directory at p, made by mk the first time.
+func (f *FS) dirNode(p string, mk func() fusefs.Node) fusefs.Node {
+	f.dirsMu.Lock()
+	defer f.dirsMu.Unlock()
+	n, ok := f.dirs[p]
+	if !ok {
+		n = mk()
+		f.dirs[p] = n
+	}
+	return n
+}
+
+// knownDir returns the node of the directory at p if the kernel may know it.
+func (f *FS) knownDir(p string) (fusefs.Node, bool) {
+	f.dirsMu.Lock()
+	defer f.dirsMu.Unlock()
+	n, ok := f.dirs[p]
+	return n, ok
 }
 
 // Statfs reports a read-only file system with no free space, so tools such as
@@ -81,30 +122,25 @@ func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.Sta
 	return nil
 }
 
-// metaDocs holds metadata documents in memory; they are small and read often.
-type metaDocs struct {
-	mu   sync.Mutex
-	docs map[string][]byte
-	sf   singleflight.Group
-}
-
-func (f *FS) metaDoc(ctx context.Context, key string) ([]byte, error) {
-	f.docs.mu.Lock()
-	data, ok := f.docs.docs[key]
-	f.docs.mu.Unlock()
+// metaDoc returns a metadata document of the view, fetching it the first
+// time; documents are small and read often, so they stay in memory.
+func (f *FS) metaDoc(ctx context.Context, v *view, key string) ([]byte, error) {
+	v.docsMu.Lock()
+	data, ok := v.Docs[key]
+	v.docsMu.Unlock()
 	if ok {
 		return data, nil
 	}
-	ch := f.docs.sf.DoChan(key, func() (any, error) {
+	ch := f.docsSF.DoChan(key, func() (any, error) {
 		// Detached from the reader's context: an interrupted reader must not
 		// cancel a fetch other readers wait for.
 		data, _, err := f.origin.Get(context.WithoutCancel(ctx), key, maxMetaBytes)
 		if err != nil {
 			return nil, err
 		}
-		f.docs.mu.Lock()
-		f.docs.docs[key] = data
-		f.docs.mu.Unlock()
+		v.docsMu.Lock()
+		v.Docs[key] = data
+		v.docsMu.Unlock()
 		return data, nil
 	})
 	select {
@@ -192,10 +228,20 @@ func (f *FS) errno(op, key string, err error) error {
 	return fuse.ToErrno(syscall.EIO)
 }
 
-// nodeDir is a group or array directory.
+// nodeDir is a group or array directory. It names its path, not a tree
+// node, so that it always answers from the current version of the store.
 type nodeDir struct {
 	fs   *FS
-	node *zarr.Node
+	path string
+}
+
+// node returns the directory's node in v, or ENOENT when a refresh removed it.
+func (d *nodeDir) node(v *view) (*zarr.Node, error) {
+	n := v.Tree.Lookup(d.path)
+	if n == nil {
+		return nil, fuse.ToErrno(syscall.ENOENT)
+	}
+	return n, nil
 }
 
 var (
@@ -205,39 +251,47 @@ var (
 )
 
 func (d *nodeDir) Attr(ctx context.Context, a *fuse.Attr) error {
-	d.fs.dirAttr(d.node.Path, a)
+	d.fs.dirAttr(d.path, a)
 	return nil
 }
 
 func (d *nodeDir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.attrValid
+	v := d.fs.current()
+	n, err := d.node(v)
+	if err != nil {
+		return nil, err
+	}
 	name := req.Name
-	for _, m := range d.node.MetaFiles {
-		if m == name {
-			return d.fs.lookupMeta(ctx, path.Join(d.node.Path, name))
-		}
+	if n.HasMetaFile(name) {
+		return d.fs.lookupMeta(ctx, v, path.Join(n.Path, name))
 	}
-	if child, ok := d.node.Children[name]; ok {
-		return &nodeDir{fs: d.fs, node: child}, nil
+	if child, ok := n.Children[name]; ok {
+		return d.fs.dirNode(child.Path, func() fusefs.Node { return &nodeDir{fs: d.fs, path: child.Path} }), nil
 	}
-	if d.node.Kind == zarr.KindArray {
-		return lookupInArray(ctx, d.fs, d.node, nil, name)
+	if n.Kind == zarr.KindArray {
+		return lookupInArray(ctx, d.fs, v, n, nil, name)
 	}
 	return nil, fuse.ToErrno(syscall.ENOENT)
 }
 
 func (d *nodeDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	v := d.fs.current()
+	n, err := d.node(v)
+	if err != nil {
+		return nil, err
+	}
 	var out []fuse.Dirent
-	for _, m := range d.node.MetaFiles {
-		out = append(out, fuse.Dirent{Inode: inode(path.Join(d.node.Path, m)), Name: m, Type: fuse.DT_File})
+	for _, m := range n.MetaFiles {
+		out = append(out, fuse.Dirent{Inode: inode(path.Join(n.Path, m)), Name: m, Type: fuse.DT_File})
 	}
-	for _, name := range d.node.ChildNames() {
-		out = append(out, fuse.Dirent{Inode: inode(path.Join(d.node.Path, name)), Name: name, Type: fuse.DT_Dir})
+	for _, name := range n.ChildNames() {
+		out = append(out, fuse.Dirent{Inode: inode(path.Join(n.Path, name)), Name: name, Type: fuse.DT_Dir})
 	}
-	if d.node.Kind != zarr.KindArray {
+	if n.Kind != zarr.KindArray {
 		return out, nil
 	}
-	chunks, err := listChunks(ctx, d.fs, d.node, nil)
+	chunks, err := listChunks(ctx, d.fs, v, n, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -247,9 +301,18 @@ func (d *nodeDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 // chunkDir is a directory inside an array's chunk key space ("c", "c/0", or
 // "0" for a v2 array with "/" separators).
 type chunkDir struct {
-	fs  *FS
-	arr *zarr.Node
-	rel []string // components below the array directory
+	fs      *FS
+	arrPath string
+	rel     []string // components below the array directory
+}
+
+// array returns the array in v, or ENOENT when a refresh removed it.
+func (d *chunkDir) array(v *view) (*zarr.Node, error) {
+	n := v.Tree.Lookup(d.arrPath)
+	if n == nil || n.Kind != zarr.KindArray {
+		return nil, fuse.ToErrno(syscall.ENOENT)
+	}
+	return n, nil
 }
 
 var (
@@ -258,7 +321,7 @@ var (
 	_ fusefs.HandleReadDirAller  = (*chunkDir)(nil)
 )
 
-func (d *chunkDir) path() string { return path.Join(d.arr.Path, path.Join(d.rel...)) }
+func (d *chunkDir) path() string { return path.Join(d.arrPath, path.Join(d.rel...)) }
 
 func (d *chunkDir) Attr(ctx context.Context, a *fuse.Attr) error {
 	d.fs.dirAttr(d.path(), a)
@@ -267,25 +330,41 @@ func (d *chunkDir) Attr(ctx context.Context, a *fuse.Attr) error {
 
 func (d *chunkDir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.attrValid
-	return lookupInArray(ctx, d.fs, d.arr, d.rel, req.Name)
+	v := d.fs.current()
+	arr, err := d.array(v)
+	if err != nil {
+		return nil, err
+	}
+	return lookupInArray(ctx, d.fs, v, arr, d.rel, req.Name)
 }
 
 func (d *chunkDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
-	return listChunks(ctx, d.fs, d.arr, d.rel)
+	v := d.fs.current()
+	arr, err := d.array(v)
+	if err != nil {
+		return nil, err
+	}
+	return listChunks(ctx, d.fs, v, arr, d.rel)
 }
 
 // lookupInArray resolves name below the array directory at rel. Names the
-// chunk grid rules out are ENOENT without asking the origin; a chunk's exact
-// size is learnt by fetching it, since a lookup is nearly always followed by
-// a read of the whole chunk.
-func lookupInArray(ctx context.Context, f *FS, arr *zarr.Node, rel []string, name string) (fusefs.Node, error) {
+// chunk grid rules out are ENOENT without asking the origin. With a manifest,
+// existence, size and version come from it without a request; without one, a
+// chunk's exact size is learnt by fetching it, since a lookup is nearly
+// always followed by a read of the whole chunk.
+func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []string, name string) (fusefs.Node, error) {
 	comps := append(append([]string(nil), rel...), name)
 	kind, _ := arr.Array.Resolve(comps)
-	switch kind {
-	case zarr.EntryDir:
-		return &chunkDir{fs: f, arr: arr, rel: comps}, nil
-	case zarr.EntryChunk:
-		key := path.Join(arr.Path, path.Join(comps...))
+	key := path.Join(arr.Path, path.Join(comps...))
+	m := v.Manifest
+	switch {
+	case kind == zarr.EntryDir && (m == nil || m.IsDir(key)):
+		return f.dirNode(key, func() fusefs.Node { return &chunkDir{fs: f, arrPath: arr.Path, rel: comps} }), nil
+	case kind == zarr.EntryChunk && m != nil:
+		if size, version, ok := m.Lookup(key); ok {
+			return &chunkFile{fs: f, key: key, size: size, version: version}, nil
+		}
+	case kind == zarr.EntryChunk:
 		size, err := f.chunks.Size(ctx, key)
 		if err != nil {
 			return nil, f.errno("lookup", key, err)
@@ -296,16 +375,22 @@ func lookupInArray(ctx context.Context, f *FS, arr *zarr.Node, rel []string, nam
 }
 
 // listChunks lists the chunk files and chunk directories under rel that the
-// origin's directory index shows. Without an index only the metadata is
-// listed: zarr clients never list chunk directories to read data.
-func listChunks(ctx context.Context, f *FS, arr *zarr.Node, rel []string) ([]fuse.Dirent, error) {
+// manifest or the origin's directory index shows. Without either only the
+// metadata is listed: zarr clients never list chunk directories to read data.
+func listChunks(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []string) ([]fuse.Dirent, error) {
 	dir := path.Join(arr.Path, path.Join(rel...))
-	entries, err := f.list(ctx, dir)
-	if errors.Is(err, remote.ErrNoListing) || errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, f.errno("readdir", dir, err)
+	var entries []remote.DirEntry
+	if v.Manifest != nil {
+		entries = v.Manifest.Children(dir)
+	} else {
+		var err error
+		entries, err = f.list(ctx, dir)
+		if errors.Is(err, remote.ErrNoListing) || errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, f.errno("readdir", dir, err)
+		}
 	}
 	var out []fuse.Dirent
 	comps := append(append([]string(nil), rel...), "")
@@ -323,8 +408,8 @@ func listChunks(ctx context.Context, f *FS, arr *zarr.Node, rel []string) ([]fus
 }
 
 // lookupMeta returns a metadata document as a file with its exact size.
-func (f *FS) lookupMeta(ctx context.Context, key string) (fusefs.Node, error) {
-	data, err := f.metaDoc(ctx, key)
+func (f *FS) lookupMeta(ctx context.Context, v *view, key string) (fusefs.Node, error) {
+	data, err := f.metaDoc(ctx, v, key)
 	if err != nil {
 		return nil, f.errno("lookup", key, err)
 	}
@@ -365,9 +450,10 @@ func (m *metaFile) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.R
 
 // chunkFile is a chunk (or shard) object read through the cache.
 type chunkFile struct {
-	fs   *FS
-	key  string
-	size int64
+	fs      *FS
+	key     string
+	size    int64
+	version string // from the manifest; "" when unknown
 }
 
 var (
@@ -381,7 +467,13 @@ func (c *chunkFile) Attr(ctx context.Context, a *fuse.Attr) error {
 }
 
 func (c *chunkFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
-	r, err := c.fs.chunks.Open(ctx, c.key)
+	var r *cache.Reader
+	var err error
+	if c.version != "" {
+		r, err = c.fs.chunks.OpenVersion(ctx, c.key, c.version)
+	} else {
+		r, err = c.fs.chunks.Open(ctx, c.key)
+	}
 	if err != nil {
 		return nil, c.fs.errno("open", c.key, err)
 	}

@@ -31,24 +31,31 @@ type Config struct {
 	URL        string
 	Mountpoint string
 	Remote     remote.Options
-	// CacheDir and CacheBytes place and bound the chunk cache.
+	// CacheDir, CacheBytes and CacheFree place and bound the chunk cache:
+	// at most CacheBytes of entries, and at least CacheFree left free on
+	// its file system.
 	CacheDir   string
 	CacheBytes int64
+	CacheFree  int64
 	AllowOther bool
 	// AttrValid is how long the kernel may cache names and attributes.
 	// Data under one version never changes, so this can be long.
 	AttrValid time.Duration
-	Logger    *slog.Logger
+	// ControlSocket, when set, is published on the mount root as
+	// ControlXattr so that commands can find the daemon.
+	ControlSocket string
+	Logger        *slog.Logger
 }
 
 // Session is a live mount.
 type Session struct {
-	cfg    Config
-	conn   *fuse.Conn
-	client *remote.Client
-	cache  *cache.Cache
-	store  *Store
-	served chan error
+	cfg     Config
+	conn    *fuse.Conn
+	client  *remote.Client
+	cache   *cache.Cache
+	store   *Store
+	started time.Time
+	served  chan error
 }
 
 // Mount discovers the store, mounts it and starts serving. It returns once the
@@ -82,10 +89,11 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 	cfg.Logger.Info("store discovered", "url", cfg.URL, "format", store.Format, "from", store.Source)
 
 	c, err := cache.New(cache.Options{
-		Dir:       cfg.CacheDir,
-		MaxBytes:  cfg.CacheBytes,
-		Namespace: cfg.URL,
-		Logger:    cfg.Logger,
+		Dir:          cfg.CacheDir,
+		MaxBytes:     cfg.CacheBytes,
+		MinFreeBytes: cfg.CacheFree,
+		Namespace:    cfg.URL,
+		Logger:       cfg.Logger,
 	}, client)
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
@@ -110,8 +118,9 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
-	m = &Session{cfg: cfg, conn: conn, client: client, cache: c, store: store, served: make(chan error, 1)}
+	m = &Session{cfg: cfg, conn: conn, client: client, cache: c, store: store, started: time.Now(), served: make(chan error, 1)}
 	fsys := newFS(store, client, c, cfg.Logger, cfg.AttrValid)
+	fsys.controlSocket = cfg.ControlSocket
 	srv := fusefs.New(conn, nil)
 	go func() { m.served <- srv.Serve(fsys) }()
 	return m, nil
@@ -119,6 +128,32 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 
 // Store reports what discovery found.
 func (m *Session) Store() *Store { return m.store }
+
+// Stats is a snapshot of a mount's state and counters, for `zarrfs stats`.
+type Stats struct {
+	URL        string      `json:"url"`
+	Mountpoint string      `json:"mountpoint"`
+	Format     int         `json:"zarr_format"`
+	Source     string      `json:"tree_from"`
+	Started    time.Time   `json:"started"`
+	CacheDir   string      `json:"cache_dir"`
+	CacheBytes int64       `json:"cache_budget_bytes"`
+	Cache      cache.Stats `json:"cache"`
+}
+
+// Stats returns a snapshot of the mount's counters.
+func (m *Session) Stats() Stats {
+	return Stats{
+		URL:        m.cfg.URL,
+		Mountpoint: m.cfg.Mountpoint,
+		Format:     m.store.Format,
+		Source:     m.store.Source,
+		Started:    m.started,
+		CacheDir:   m.cfg.CacheDir,
+		CacheBytes: m.cfg.CacheBytes,
+		Cache:      m.cache.Stats(),
+	}
+}
 
 // Wait blocks until the file system is unmounted (by Unmount, by
 // `zarrfs unmount` or fusermount3 from elsewhere), then releases resources.

@@ -87,6 +87,11 @@ type Options struct {
 	// CACertFile is a PEM file of extra trusted CAs, added to the system
 	// roots, for origins with a private CA.
 	CACertFile string
+	// Pin, "sha256:HEX" (the SHA-256 of the server's DER leaf certificate,
+	// as `zarrfs serve` prints it), makes the client accept exactly that
+	// certificate and no other, without checking host names or CAs. A
+	// mismatch fails with a *PinMismatchError (ErrPinMismatch, ErrTLS).
+	Pin string
 	// RetryDeadline bounds the time one operation may spend failing and
 	// retrying, counted from its start or from the last time it made
 	// progress (bytes delivered). Default 60s.
@@ -183,6 +188,14 @@ func New(baseURL string, opts Options) (*Client, error) {
 			return nil, err
 		}
 		tlsConf.RootCAs = pool
+	}
+	if opts.Pin != "" {
+		if u.Scheme != "https" {
+			return nil, fmt.Errorf("store URL %s: --pin needs an https:// URL", u.Redacted())
+		}
+		if err := pinTLSConfig(tlsConf, opts.Pin); err != nil {
+			return nil, err
+		}
 	}
 	dialer := &net.Dialer{Timeout: opts.StallTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{

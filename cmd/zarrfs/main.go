@@ -20,6 +20,8 @@ const usage = `zarrfs mounts a remote zarr store as a local, read-only directory
 Usage:
   zarrfs mount [flags] URL MOUNTPOINT   mount the store at URL (returns once the mount is live)
   zarrfs unmount [--lazy] MOUNTPOINT    unmount it
+  zarrfs serve [flags] DIR              publish a store (or a directory of stores) over HTTPS
+  zarrfs stats [--json] MOUNTPOINT      show a mount's cache and transfer counters
   zarrfs version                        print the version
 
 Run 'zarrfs COMMAND --help' for a command's flags.
@@ -46,6 +48,10 @@ func run(args []string) int {
 	switch args[0] {
 	case "mount":
 		err = runMount(args[1:])
+	case "serve":
+		err = runServe(args[1:])
+	case "stats":
+		err = runStats(args[1:])
 	case "unmount", "umount":
 		err = runUnmount(args[1:])
 	case "version", "--version":

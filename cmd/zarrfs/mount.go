@@ -36,8 +36,10 @@ type mountFlags struct {
 	foreground   bool
 	cacheDir     string
 	cacheSize    string
+	cacheMinFree string
 	tokenFile    string
 	caCert       string
+	pin          string
 	allowOther   bool
 	logLevel     string
 	logFile      string
@@ -66,8 +68,10 @@ Flags:
 	fl.BoolVarP(&f.foreground, "foreground", "f", false, "stay attached and log to stderr (for systemd and tests); SIGINT/SIGTERM unmount")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory for cached chunks (default ~/.cache/zarrfs/<hash of URL>)")
 	fl.StringVar(&f.cacheSize, "cache-size", "10GiB", "byte budget of the chunk cache (e.g. 512MiB, 10G)")
+	fl.StringVar(&f.cacheMinFree, "cache-min-free", "1GiB", "keep at least this much free on the cache's file system (e.g. 0, 5G)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "file holding a bearer token for the origin (default: $ZARRFS_TOKEN)")
 	fl.StringVar(&f.caCert, "ca-cert", "", "PEM file of a private CA to trust for the origin's certificate")
+	fl.StringVar(&f.pin, "pin", "", "accept exactly the origin certificate with this fingerprint, sha256:HEX, as printed by zarrfs serve")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFile, "log-file", "", "log file of the background daemon (default <cache-dir>/zarrfs.log)")
@@ -224,11 +228,19 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	if err != nil || size == 0 {
 		return fmt.Errorf("%w: --cache-size %q: want a size such as 512MiB or 10G", errUsage, f.cacheSize)
 	}
+	minFree, err := humanize.ParseBytes(f.cacheMinFree)
+	if err != nil {
+		return fmt.Errorf("%w: --cache-min-free %q: want a size such as 1GiB or 0", errUsage, f.cacheMinFree)
+	}
 	token, err := readToken(f.tokenFile)
 	if err != nil {
 		return err
 	}
 
+	sock, err := controlSocketPath(f.cacheDir)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	m, err := fusefs.Mount(ctx, fusefs.Config{
@@ -237,18 +249,28 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 		Remote: remote.Options{
 			Token:         token,
 			CACertFile:    f.caCert,
+			Pin:           f.pin,
 			RetryDeadline: f.retryTimeout,
 			UserAgent:     "zarrfs/" + version(),
 			Logger:        log,
 		},
-		CacheDir:   f.cacheDir,
-		CacheBytes: int64(size),
-		AllowOther: f.allowOther,
-		AttrValid:  f.attrTimeout,
-		Logger:     log,
+		CacheDir:      f.cacheDir,
+		CacheBytes:    int64(size),
+		CacheFree:     int64(minFree),
+		AllowOther:    f.allowOther,
+		AttrValid:     f.attrTimeout,
+		ControlSocket: sock,
+		Logger:        log,
 	})
 	if err != nil {
 		return err
+	}
+	ctl, err := startControl(sock, controlMux(m), log)
+	if err != nil {
+		// The mount works without it; only stats and prefetch commands do not.
+		log.Warn("no control socket: zarrfs stats and prefetch will not reach this mount", "err", err)
+	} else {
+		defer ctl.Close()
 	}
 	log.Info("mounted", "url", url, "mountpoint", mnt, "cache", f.cacheDir, "cache_size", humanize.IBytes(size), "pid", os.Getpid())
 	report("ok")
@@ -300,6 +322,8 @@ func explain(err error) error {
 		return err
 	case errors.Is(err, remote.ErrNotTLS):
 		advice = "the origin does not speak TLS on this port; use an http:// URL or the server's TLS port"
+	case errors.Is(err, remote.ErrPinMismatch):
+		advice = "the origin's TLS certificate is not the one --pin names; if the server generated a new certificate (its state directory was removed, or it runs on another machine), copy the new --pin from its output; otherwise something else answers at this address"
 	case errors.Is(err, remote.ErrTLS):
 		advice = "TLS certificate verification failed; if the server uses a private CA pass --ca-cert FILE"
 	case errors.Is(err, remote.ErrUnreachable):
