@@ -30,7 +30,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
@@ -106,6 +108,7 @@ type Stats struct {
 // Cache is an on-disk cache of one origin's objects. It is safe for
 // concurrent use.
 type Cache struct {
+	staleGen   uint64 // MarkStale calls so far; guarded by mu
 	src        Source
 	log        *slog.Logger
 	maxBytes   int64
@@ -140,7 +143,8 @@ type Cache struct {
 	flights          map[string]*flight               // entry id -> fetch in progress
 	writeErrorLogged bool
 	statfsErrLogged  bool
-	stats            Stats // counters; the current-state fields are filled in by Stats
+	stats            Stats     // counters; the current-state fields are filled in by Stats
+	sched            scheduler // priorities, prefetch queues and feeds (sched.go)
 }
 
 // entry is an object stored at Cache.entryPath(id). Its fields are guarded
@@ -166,6 +170,12 @@ type entry struct {
 	inWindow bool
 	stint    int    // Opens since its fetch began, while in the policy's window
 	reuse    uint32 // Opens between the one that fetched it and the previous Open of the object
+
+	// Prefetch state (sched.go): prefetched and not read yet; protected
+	// from eviction by a pin of its own while in the scheduler's unread list.
+	prefetched bool
+	protected  bool
+	unreadElem *list.Element
 }
 
 // flight is one fetch or revalidation in progress and the Opens waiting for
@@ -175,6 +185,9 @@ type entry struct {
 // under Cache.mu can.
 type flight struct {
 	done chan struct{} // closed, under Cache.mu, once the outcome is set
+	// staleGen is Cache.staleGen when the fetch began: an object fetched
+	// before a MarkStale may be the old version and lands unchecked.
+	staleGen uint64
 	// waiters counts the Opens waiting; when the fetch ends, each is owed a
 	// share of res.file and a pin of res.entry. Guarded by Cache.mu.
 	waiters  int
@@ -186,6 +199,19 @@ type flight struct {
 	res       *fetched
 	unchanged bool
 	err       error
+
+	// Scheduling (sched.go), guarded by Cache.mu.
+	id       string
+	sum      uint64
+	key      string
+	recheckE *entry // the entry of an earlier run to revalidate, if any
+	class    Class
+	queued   bool    // waiting for a slot: no request made yet
+	prefetch bool    // queued by Prefetch, before any reader asked
+	joined   bool    // a reader waited for it while it was a prefetch
+	feeds    []*Feed // feeds that count it
+	hint     int64   // expected size, 0 unknown
+	recv     atomic.Int64
 }
 
 // fetched is a successfully fetched object.
@@ -332,6 +358,7 @@ func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) 
 			}
 			e.pins++
 			c.policy.hit(e)
+			c.prefetchReadLocked(e)
 			c.mu.Unlock()
 			if r := c.verifiedReader(e, f); r != nil {
 				return r, nil
@@ -345,7 +372,11 @@ func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) 
 				recheck = e
 			}
 			fl = c.startFlightLocked(id, sum, key, reuse, recheck)
+		} else if fl.prefetch && !fl.joined {
+			fl.joined = true
+			fl.reuse = reuse
 		}
+		c.promoteLocked(fl)
 		fl.waiters++
 		fl.accesses++
 		if !fl.recheck {
@@ -353,14 +384,19 @@ func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) 
 		}
 		c.mu.Unlock()
 
+		waitStart := time.Now()
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
+			c.noteStall(time.Since(waitStart))
 			return nil, c.giveUp(ctx, fl)
 		}
+		c.noteStall(time.Since(waitStart))
 		switch {
 		case fl.unchanged:
 			continue // the entry is current: open it as a hit
+		case errors.Is(fl.err, errPrefetchDropped):
+			continue // a prefetch the disk could not take: fetch it for this reader
 		case fl.err != nil:
 			return nil, fl.err
 		}
@@ -463,7 +499,7 @@ func (c *Cache) Stats() Stats {
 	s := c.stats
 	s.Entries = len(c.index)
 	s.Bytes = c.policy.bytes()
-	s.InFlight = len(c.flights)
+	s.InFlight = len(c.flights) - c.sched.queued // queued prefetches have made no request yet
 	for _, e := range c.index {
 		if e.pins > 0 {
 			s.Pinned++
@@ -485,6 +521,7 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.closeSchedLocked()
 	c.mu.Unlock()
 	c.cancel()
 	c.fetches.Wait()
@@ -512,6 +549,7 @@ func (c *Cache) unpinLocked(e *entry) {
 
 // evictLocked deletes an entry the policy has given up.
 func (c *Cache) evictLocked(e *entry) {
+	c.prefetchForgetLocked(e, true)
 	if c.index[e.id] == e {
 		delete(c.index, e.id)
 	}
@@ -526,6 +564,7 @@ func (c *Cache) evictLocked(e *entry) {
 
 // removeLocked forgets an indexed entry and deletes its file.
 func (c *Cache) removeLocked(e *entry) {
+	c.prefetchForgetLocked(e, false)
 	c.policy.remove(e)
 	delete(c.index, e.id)
 	if err := os.Remove(c.entryPath(e.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -544,23 +583,43 @@ func (c *Cache) dropCorruptLocked(e *entry, err error) {
 	c.log.Warn("cache entry damaged; removed it and fetching the object again", "key", e.key, "err", err)
 }
 
+// startFlightLocked starts a demand fetch of key (a revalidation of
+// recheck, if not nil) for an Open.
 func (c *Cache) startFlightLocked(id string, sum uint64, key string, reuse uint32, recheck *entry) *flight {
-	fl := &flight{done: make(chan struct{}), recheck: recheck != nil, reuse: reuse}
+	fl := &flight{
+		done: make(chan struct{}), recheck: recheck != nil, reuse: reuse,
+		id: id, sum: sum, key: key, recheckE: recheck, class: ClassDemand,
+	}
 	c.flights[id] = fl
-	c.fetches.Add(1) // under mu with closed false, so never after Close began waiting
-	go func() {
-		defer c.fetches.Done()
-		if recheck != nil {
-			unchanged, res, err := c.revalidate(id, key, recheck)
-			if err != errRefetch {
-				c.finish(id, sum, key, fl, res, unchanged, err)
-				return
-			}
-		}
-		res, _, err := c.download(key, c.plainFetch(key))
-		c.finish(id, sum, key, fl, res, false, err)
-	}()
+	c.launchLocked(fl)
 	return fl
+}
+
+// runFlight makes fl's request, on its own goroutine (launchLocked).
+func (c *Cache) runFlight(fl *flight) {
+	defer c.fetches.Done()
+	id, sum, key := fl.id, fl.sum, fl.key
+	if fl.recheckE != nil {
+		unchanged, res, err := c.revalidate(id, key, fl.recheckE)
+		if err != errRefetch {
+			c.finish(id, sum, key, fl, res, unchanged, err)
+			return
+		}
+	}
+	res, _, err := c.download(key, c.metered(fl, c.plainFetch(key)), func() bool { return c.mayUseMemory(fl) })
+	c.finish(id, sum, key, fl, res, false, err)
+}
+
+// errPrefetchDropped: a prefetch the disk could not take is dropped rather
+// than held in memory; a reader that joined it fetches again.
+var errPrefetchDropped = errors.New("prefetch dropped: the cache directory cannot take it")
+
+// mayUseMemory says whether fl may be served from memory when the disk
+// fails: only if a reader waits for it (prefetches never fill RAM).
+func (c *Cache) mayUseMemory(fl *flight) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !fl.prefetch || fl.waiters > 0
 }
 
 // errRefetch tells a revalidation to fetch the object instead.
@@ -595,9 +654,9 @@ func (c *Cache) revalidate(id, key string, e *entry) (unchanged bool, res *fetch
 		return false, nil, errRefetch
 	}
 
-	res, notModified, err := c.download(key, func(w io.Writer) (string, bool, error) {
+	res, notModified, err := c.download(key, c.metered(nil, func(w io.Writer) (string, bool, error) {
 		return c.src.FetchIfChanged(c.ctx, key, e.version, w)
-	})
+	}), nil)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -624,15 +683,22 @@ func (c *Cache) plainFetch(key string) getFunc {
 }
 
 // download runs get into a temp entry file, or into memory when the disk
-// will not take it.
-func (c *Cache) download(key string, get getFunc) (res *fetched, notModified bool, err error) {
-	if len(key) > maxKeyLen {
+// will not take it and memoryOK (nil = always) allows; else it fails with
+// errPrefetchDropped.
+func (c *Cache) download(key string, get getFunc, memoryOK func() bool) (res *fetched, notModified bool, err error) {
+	toMemory := func(get getFunc) (*fetched, bool, error) {
+		if memoryOK != nil && !memoryOK() {
+			return nil, false, fmt.Errorf("fetch %q: %w", key, errPrefetchDropped)
+		}
 		return c.downloadToMemory(key, get)
+	}
+	if len(key) > maxKeyLen {
+		return toMemory(get)
 	}
 	f, err := c.createTemp(c.tmpDir, "fetch-*")
 	if err != nil {
 		c.noteWriteError(err, 0)
-		return c.downloadToMemory(key, get)
+		return toMemory(get)
 	}
 	w := &entryWriter{f: f, off: headerLen(len(key))}
 	c.countFetch()
@@ -651,7 +717,7 @@ func (c *Cache) download(key string, get getFunc) (res *fetched, notModified boo
 		}
 		// What was written is incomplete: fetch it again, into memory.
 		c.noteWriteError(w.err, w.off+w.n)
-		return c.downloadToMemory(key, c.plainFetch(key))
+		return toMemory(c.plainFetch(key))
 	}
 	c.countNetworkBytes(w.n)
 	res = &fetched{size: w.n, version: version, f: f, dataOff: w.off, tmpPath: f.Name(), keepable: true}
@@ -707,6 +773,7 @@ func (c *Cache) finish(id string, sum uint64, key string, fl *flight, res *fetch
 	}
 	c.mu.Lock()
 	delete(c.flights, id)
+	c.flightEndedLocked(fl, res, err)
 	switch {
 	case err != nil:
 		if errors.Is(err, fs.ErrNotExist) {
@@ -746,6 +813,7 @@ func (c *Cache) placeLocked(id string, sum uint64, key string, fl *flight, res *
 	if old != nil {
 		// Superseded: its file is renamed over or removed below; its Readers
 		// keep their open file.
+		c.prefetchForgetLocked(old, false)
 		c.policy.remove(old)
 		delete(c.index, id)
 	}
@@ -761,19 +829,26 @@ func (c *Cache) placeLocked(id string, sum uint64, key string, fl *flight, res *
 	fileLen := res.dataOff + res.size
 	if res.f == nil || !res.keepable || fileLen > c.maxBytes {
 		dropOld()
+		c.prefetchNotKeptLocked(fl, res)
 		c.policy.shrink(min(c.maxBytes, c.policy.bytes()-deficit), c.evictLocked)
 		return
 	}
 	e := &entry{
 		id: id, sum: sum, key: key, version: res.version,
 		dataLen: res.size, fileLen: fileLen,
-		pending: true, pins: fl.waiters, stint: fl.accesses, reuse: fl.reuse,
+		pending: true, pins: fl.waiters + protectPin(fl), stint: fl.accesses, reuse: fl.reuse,
+		unchecked: fl.staleGen != c.staleGen,
 	}
 	c.index[id] = e
 	c.policy.add(e)
 	limit := min(c.maxBytes, c.policy.bytes()-deficit)
 	c.policy.shrink(limit, c.evictLocked)
+	if protectPin(fl) == 0 && c.index[id] == e && c.policy.bytes() > limit && c.unprotectOldestLocked(c.policy.bytes()-limit) {
+		// A reader's data does not fit past unread prefetches: they give way.
+		c.policy.shrink(limit, c.evictLocked)
+	}
 	if c.index[id] != e || c.policy.bytes() > limit {
+		c.prefetchNotKeptLocked(fl, res)
 		// No room: the rest is pinned, or the floor asks for more than
 		// the cache holds.
 		if c.index[id] == e {
@@ -792,12 +867,14 @@ func (c *Cache) placeLocked(id string, sum uint64, key string, fl *flight, res *
 		c.policy.remove(e)
 		delete(c.index, id)
 		dropOld()
+		c.prefetchNotKeptLocked(fl, res)
 		c.noteWriteErrorLocked(err)
 		return
 	}
 	e.pending = false
 	res.tmpPath = ""
 	res.entry = e
+	c.prefetchPlacedLocked(e, fl)
 }
 
 // freeSpace reports the free bytes of the cache's file system; a failure

@@ -1046,3 +1046,91 @@ func TestReadAt(t *testing.T) {
 		})
 	}
 }
+
+// TestMarkStale: after the store changed, a cached entry is revalidated (304
+// keeps it, a new version replaces it) and a key remembered as missing is
+// asked for again.
+func TestMarkStale(t *testing.T) {
+	src := newMemSource()
+	src.put("a", 100)
+	wantB := src.put("b", 200)
+	c := newTestCache(t, 1<<20, src)
+	ctx := context.Background()
+	read := func(key string) []byte {
+		t.Helper()
+		r, err := c.Open(ctx, key)
+		if err != nil {
+			t.Fatalf("open %s: %v", key, err)
+		}
+		defer r.Close()
+		return readAll(t, r)
+	}
+	read("a")
+	read("b")
+	if _, err := c.Open(ctx, "new"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing key: %v", err)
+	}
+
+	wantA := src.put("a", 150) // a new version of a
+	wantNew := src.put("new", 50)
+	c.MarkStale()
+
+	if got := read("a"); !bytes.Equal(got, wantA) {
+		t.Errorf("a after MarkStale is not the new version (%d bytes)", len(got))
+	}
+	if got := read("b"); !bytes.Equal(got, wantB) {
+		t.Errorf("b after MarkStale changed")
+	}
+	if got := read("new"); !bytes.Equal(got, wantNew) {
+		t.Errorf("a key missing before MarkStale is not found now")
+	}
+	if src.condCallsFor("a") != 1 || src.condCallsFor("b") != 1 {
+		t.Errorf("conditional requests a=%d b=%d, want 1 each", src.condCallsFor("a"), src.condCallsFor("b"))
+	}
+	st := c.Stats()
+	if st.Revalidations != 1 || st.Changed != 1 {
+		t.Errorf("revalidations %d (304s), changed %d; want 1 and 1", st.Revalidations, st.Changed)
+	}
+	calls := src.callsFor("a")
+	if got := read("a"); !bytes.Equal(got, wantA) || src.callsFor("a") != calls {
+		t.Errorf("a revalidated entry is not a plain hit again")
+	}
+}
+
+// TestMarkStaleDuringFetch: an object whose fetch began before MarkStale may
+// be the old version, so its entry is revalidated before its next use.
+func TestMarkStaleDuringFetch(t *testing.T) {
+	src := newMemSource()
+	src.put("a", 100)
+	c := newTestCache(t, 1<<20, src)
+	ctx := context.Background()
+	gate := src.hold("a")
+	done := make(chan error, 1)
+	go func() {
+		r, err := c.Open(ctx, "a")
+		if err == nil {
+			r.Close()
+		}
+		done <- err
+	}()
+	for src.callsFor("a") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.MarkStale() // the fetch in flight may have read the old version
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := src.put("a", 150)
+	r, err := c.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := readAll(t, r); !bytes.Equal(got, want) {
+		t.Errorf("entry fetched across MarkStale served without revalidation (%d bytes, want %d)", len(got), len(want))
+	}
+	if src.condCallsFor("a") != 1 {
+		t.Errorf("conditional requests for a: %d, want 1", src.condCallsFor("a"))
+	}
+}

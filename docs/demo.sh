@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Demo: build zarrfs, publish a sample zarr store over HTTP, mount it, read it
-# through the mount with zarr-python, and unmount. Run as root (or with sudo)
-# on Debian/Ubuntu:  sudo bash docs/demo.sh
+# Demo: build zarrfs, publish a sample zarr store with `zarrfs serve` (HTTPS,
+# a generated certificate pinned by the client, a bearer token), mount it,
+# read it through the mount with zarr-python, and unmount. Run as root (or
+# with sudo) on Debian/Ubuntu:  sudo bash docs/demo.sh
 set -euo pipefail
+# sudo resets PATH (secure_path), which drops a go.dev install of Go.
+command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 
 cd "$(dirname "$0")/.."
 work=${ZARRFS_DEMO_DIR:-/tmp/zarrfs-demo}
@@ -44,16 +47,23 @@ g.create_dataset("t2m", data=rng.standard_normal((48, 90, 180)).astype("f4"), ch
 zarr.consolidate_metadata(sys.argv[1])
 EOF
 
-echo "== serving it over HTTP on 127.0.0.1:$port"
-$py -m http.server --bind 127.0.0.1 "$port" --directory "$work/origin" >"$work/http.log" 2>&1 &
+echo "== zarrfs serve: publishing it over HTTPS on 127.0.0.1:$port"
+rm -rf "$work/state"
+"$zarrfs" serve --addr "127.0.0.1:$port" --state-dir "$work/state" "$work/origin" >"$work/serve.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 50); do
-  $py -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/sample.zarr/.zmetadata')" 2>/dev/null && break
+for _ in $(seq 100); do
+  grep -q '^Serving' "$work/serve.log" 2>/dev/null && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
   sleep 0.1
 done
+sed -n '1,12p' "$work/serve.log"
+# What the storage machine printed: the certificate's fingerprint and the token.
+pin=$(grep -o 'sha256:[0-9a-f]*' "$work/serve.log" | head -n 1)
+cp "$work/state/token" "$work/token"
 
-echo "== zarrfs mount http://127.0.0.1:$port/sample.zarr $work/mnt"
-"$zarrfs" mount --cache-dir "$work/cache" --cache-size 256MiB "http://127.0.0.1:$port/sample.zarr" "$work/mnt"
+url="https://127.0.0.1:$port/sample.zarr"
+echo "== zarrfs mount --pin $pin --token-file $work/token $url $work/mnt"
+"$zarrfs" mount --pin "$pin" --token-file "$work/token" --cache-dir "$work/cache" --cache-size 256MiB "$url" "$work/mnt"
 ls -la "$work/mnt" "$work/mnt/climate"
 
 echo "== reading through the mount with zarr-python"
@@ -66,6 +76,7 @@ for name in ["images", "labels", "climate/t2m"]:
     print(f"{name:12s} {str(b.shape):18s} {b.dtype}  identical to the origin")
 print("attrs:", dict(mnt.attrs))
 EOF
+"$zarrfs" stats "$work/mnt"
 
 echo "== zarrfs unmount $work/mnt"
 "$zarrfs" unmount "$work/mnt"

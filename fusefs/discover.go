@@ -25,6 +25,9 @@ type Origin interface {
 	// Manifest returns every key with size and version, or an error wrapping
 	// remote.ErrNoManifest when the origin is not `zarrfs serve`.
 	Manifest(ctx context.Context) (*remote.Manifest, error)
+	// RefreshManifest revalidates prev: changed is false (after a 304) when
+	// the store is unchanged.
+	RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (m *remote.Manifest, changed bool, err error)
 }
 
 // maxMetaBytes bounds one metadata document held in memory. Consolidated
@@ -66,7 +69,7 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 	switch {
 	case err == nil:
 		s.Manifest = m
-		return s, fromManifest(ctx, o, s)
+		return s, fromManifestReusing(ctx, o, s, nil, nil)
 	case !errors.Is(err, remote.ErrNoManifest):
 		return nil, err
 	}
@@ -299,10 +302,12 @@ func v2Attrs(get func(string) ([]byte, bool, error), dir, found string) ([]strin
 	return []string{found}, nil
 }
 
-// fromManifest builds the tree from the keys the manifest lists: a
+// fromManifestReusing builds the tree from the keys the manifest lists: a
 // directory holding .zarray, .zgroup or zarr.json is a node. Its documents
 // are fetched in parallel and parsed; consolidated metadata is not needed.
-func fromManifest(ctx context.Context, o Origin, s *Store) error {
+// A document whose version is the same in prev (an earlier manifest of the
+// store) is taken from reuse instead of fetched again.
+func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.Manifest, reuse map[string][]byte) error {
 	s.Source = "manifest"
 	type node struct {
 		dir   string
@@ -356,12 +361,18 @@ func fromManifest(ctx context.Context, o Origin, s *Store) error {
 			// Only .zattrs (or a document of the other format): not a node.
 			continue
 		}
+		key := path.Join(dir, doc)
+		data, reused := reuse[key]
+		reused = reused && sameVersion(prev, s.Manifest, key)
 		g.Go(func() error {
-			key := path.Join(dir, doc)
-			data, _, err := o.Get(gctx, key, maxMetaBytes)
-			if err != nil {
-				return fmt.Errorf("fetch %s: %w", key, err)
+			if !reused {
+				fetched, _, err := o.Get(gctx, key, maxMetaBytes)
+				if err != nil {
+					return fmt.Errorf("fetch %s: %w", key, err)
+				}
+				data = fetched
 			}
+			var err error
 			var p parsed
 			switch doc {
 			case "zarr.json":
@@ -385,6 +396,12 @@ func fromManifest(ctx context.Context, o Origin, s *Store) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	// Other documents read before (.zattrs) stay valid while their version does.
+	for key, data := range reuse {
+		if _, ok := s.Docs[key]; !ok && sameVersion(prev, s.Manifest, key) {
+			s.Docs[key] = data
+		}
+	}
 	s.Tree = zarr.NewTree()
 	// Add creates implicit parents and fills them in when their own turn
 	// comes, so the manifest's byte order needs no sorting by depth.
@@ -400,4 +417,14 @@ func fromManifest(ctx context.Context, o Origin, s *Store) error {
 		}
 	}
 	return nil
+}
+
+// sameVersion reports whether key has one known version in both manifests.
+func sameVersion(prev, next *remote.Manifest, key string) bool {
+	if prev == nil {
+		return false
+	}
+	_, v1, ok1 := prev.Lookup(key)
+	_, v2, ok2 := next.Lookup(key)
+	return ok1 && ok2 && v1 == v2 && v1 != ""
 }

@@ -46,6 +46,10 @@ func (o *dirOrigin) Manifest(ctx context.Context) (*remote.Manifest, error) {
 	return nil, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
 }
 
+func (o *dirOrigin) RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (*remote.Manifest, bool, error) {
+	return nil, false, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
+}
+
 func (o *dirOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, error) {
 	o.lists.Add(1)
 	if !o.listing {

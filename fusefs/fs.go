@@ -1,8 +1,9 @@
 package fusefs
 
-// Lock order: FS.dirsMu and view.docsMu are leaves: neither is held while
-// taking the other or while calling out (network, cache, kernel). Listing
-// caches lock internally.
+// Lock order: FS.dirsMu, FS.filesMu and view.docsMu are leaves: none is held
+// while taking another or while calling out (network, cache, kernel).
+// Listing caches lock internally. FS.refreshMu (refresh.go) is taken before
+// any of them.
 
 import (
 	"context"
@@ -20,6 +21,7 @@ import (
 
 	"bazil.org/fuse"
 	fusefs "bazil.org/fuse/fs"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"golang.org/x/sync/singleflight"
 
@@ -35,7 +37,8 @@ type Chunks interface {
 	// OpenVersion opens the entry of exactly that version (from the
 	// manifest): a cached entry of that version costs no request.
 	OpenVersion(ctx context.Context, key, version string) (*cache.Reader, error)
-	Size(ctx context.Context, key string) (int64, error)
+	// MarkStale makes every entry be revalidated before its next Open.
+	MarkStale()
 }
 
 // FS is the zarr namespace served to the kernel: groups and arrays are
@@ -47,6 +50,7 @@ type FS struct {
 	view      atomic.Pointer[view]
 	origin    Origin
 	chunks    Chunks
+	planner   *planner // readahead policy (planner.go); nil disables prefetching
 	log       *slog.Logger
 	attrValid time.Duration
 	mtime     time.Time
@@ -55,13 +59,25 @@ type FS struct {
 	controlSocket string
 
 	listings *expirable.LRU[string, []remote.DirEntry]
-	listSF   singleflight.Group
-	docsSF   singleflight.Group
+	// lastListings keeps the last good listing of each directory, to answer
+	// with while the origin is down: an outage is not an empty directory.
+	lastListings *lru.Cache[string, []remote.DirEntry]
+	listSF       singleflight.Group
+	docsSF       singleflight.Group
 
 	// dirs holds one node per directory path, so the kernel's entries can be
 	// invalidated through the node it knows when the store changes.
 	dirsMu sync.Mutex
 	dirs   map[string]fusefs.Node
+
+	// files holds the file nodes the kernel may know, by key, until it
+	// forgets them: a repeated lookup returns the same node (and keeps its
+	// page cache), and a refresh knows which entries to invalidate.
+	filesMu sync.Mutex
+	files   map[string]fusefs.Node
+
+	refreshMu sync.Mutex  // one refresh at a time; see refresh.go
+	server    invalidator // set once serving starts
 }
 
 // view is one version of the store: its tree, manifest and the metadata
@@ -74,19 +90,29 @@ type view struct {
 // newFS builds the file system over a discovered store.
 func newFS(store *Store, origin Origin, chunks Chunks, log *slog.Logger, attrValid time.Duration) *FS {
 	f := &FS{
-		origin:    origin,
-		chunks:    chunks,
-		log:       log,
-		attrValid: attrValid,
-		mtime:     time.Now(),
-		listings:  expirable.NewLRU[string, []remote.DirEntry](1024, nil, attrValid),
-		dirs:      map[string]fusefs.Node{},
+		origin:       origin,
+		chunks:       chunks,
+		log:          log,
+		attrValid:    attrValid,
+		mtime:        time.Now(),
+		listings:     expirable.NewLRU[string, []remote.DirEntry](1024, nil, attrValid),
+		lastListings: must(lru.New[string, []remote.DirEntry](1024)),
+		dirs:         map[string]fusefs.Node{},
+		files:        map[string]fusefs.Node{},
 	}
 	f.view.Store(&view{Store: store})
 	return f
 }
 
 func (f *FS) current() *view { return f.view.Load() }
+
+// must is for constructors that fail only on invalid constant arguments.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
 
 // Root implements fs.FS.
 func (f *FS) Root() (fusefs.Node, error) {
@@ -103,6 +129,59 @@ func (f *FS) dirNode(p string, mk func() fusefs.Node) fusefs.Node {
 		f.dirs[p] = n
 	}
 	return n
+}
+
+// fileNode returns the file node of key the kernel may already know, or
+// makes one from view v with mk (which may fail) and remembers it while v is
+// still the current view: a node made from a version that a refresh has
+// since replaced is handed out once but not remembered.
+func (f *FS) fileNode(v *view, key string, mk func() (fusefs.Node, error)) (fusefs.Node, error) {
+	f.filesMu.Lock()
+	n, ok := f.files[key]
+	f.filesMu.Unlock()
+	if ok {
+		return n, nil
+	}
+	n, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	f.filesMu.Lock()
+	defer f.filesMu.Unlock()
+	if prev, ok := f.files[key]; ok {
+		return prev, nil // a concurrent lookup won: one node per key
+	}
+	// A refresh swaps the view before it clears files under filesMu, so
+	// this check cannot let a stale node in after the clearing.
+	if f.current() == v {
+		f.files[key] = n
+	}
+	return n, nil
+}
+
+// forgetFile drops n, unless a refresh already replaced it.
+func (f *FS) forgetFile(key string, n fusefs.Node) {
+	f.filesMu.Lock()
+	if f.files[key] == n {
+		delete(f.files, key)
+	}
+	f.filesMu.Unlock()
+}
+
+// lookupCurrent runs a lookup against the current view, again if a refresh
+// replaced the view meanwhile: an answer from the old version given after
+// the refresh invalidated the kernel's entries would be cached by the kernel
+// for the whole entry validity.
+func (f *FS) lookupCurrent(lookup func(v *view) (fusefs.Node, error)) (fusefs.Node, error) {
+	for attempt := 0; ; attempt++ {
+		v := f.current()
+		n, err := lookup(v)
+		// Refreshes are seconds apart at the least: a lookup that overlaps
+		// three of them is not worth looping on.
+		if f.current() == v || attempt == 2 {
+			return n, err
+		}
+	}
 }
 
 // knownDir returns the node of the directory at p if the kernel may know it.
@@ -162,9 +241,14 @@ func (f *FS) list(ctx context.Context, dir string) ([]remote.DirEntry, error) {
 	ch := f.listSF.DoChan(dir, func() (any, error) {
 		entries, err := f.origin.List(context.WithoutCancel(ctx), dir)
 		if err != nil {
+			if last, ok := f.lastListings.Get(dir); ok && !errors.Is(err, remote.ErrNoListing) && !errors.Is(err, fs.ErrNotExist) {
+				f.log.Warn("origin failed to list a directory; answering with its last listing", "dir", dir, "err", err)
+				return last, nil
+			}
 			return nil, err
 		}
 		f.listings.Add(dir, entries)
+		f.lastListings.Add(dir, entries)
 		return entries, nil
 	})
 	select {
@@ -257,22 +341,23 @@ func (d *nodeDir) Attr(ctx context.Context, a *fuse.Attr) error {
 
 func (d *nodeDir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.attrValid
-	v := d.fs.current()
-	n, err := d.node(v)
-	if err != nil {
-		return nil, err
-	}
-	name := req.Name
-	if n.HasMetaFile(name) {
-		return d.fs.lookupMeta(ctx, v, path.Join(n.Path, name))
-	}
-	if child, ok := n.Children[name]; ok {
-		return d.fs.dirNode(child.Path, func() fusefs.Node { return &nodeDir{fs: d.fs, path: child.Path} }), nil
-	}
-	if n.Kind == zarr.KindArray {
-		return lookupInArray(ctx, d.fs, v, n, nil, name)
-	}
-	return nil, fuse.ToErrno(syscall.ENOENT)
+	return d.fs.lookupCurrent(func(v *view) (fusefs.Node, error) {
+		n, err := d.node(v)
+		if err != nil {
+			return nil, err
+		}
+		name := req.Name
+		if n.HasMetaFile(name) {
+			return d.fs.lookupMeta(ctx, v, path.Join(n.Path, name))
+		}
+		if child, ok := n.Children[name]; ok {
+			return d.fs.dirNode(child.Path, func() fusefs.Node { return &nodeDir{fs: d.fs, path: child.Path} }), nil
+		}
+		if n.Kind == zarr.KindArray {
+			return lookupInArray(ctx, d.fs, v, n, nil, name)
+		}
+		return nil, fuse.ToErrno(syscall.ENOENT)
+	})
 }
 
 func (d *nodeDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
@@ -330,12 +415,13 @@ func (d *chunkDir) Attr(ctx context.Context, a *fuse.Attr) error {
 
 func (d *chunkDir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.attrValid
-	v := d.fs.current()
-	arr, err := d.array(v)
-	if err != nil {
-		return nil, err
-	}
-	return lookupInArray(ctx, d.fs, v, arr, d.rel, req.Name)
+	return d.fs.lookupCurrent(func(v *view) (fusefs.Node, error) {
+		arr, err := d.array(v)
+		if err != nil {
+			return nil, err
+		}
+		return lookupInArray(ctx, d.fs, v, arr, d.rel, req.Name)
+	})
 }
 
 func (d *chunkDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
@@ -354,22 +440,36 @@ func (d *chunkDir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 // always followed by a read of the whole chunk.
 func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []string, name string) (fusefs.Node, error) {
 	comps := append(append([]string(nil), rel...), name)
-	kind, _ := arr.Array.Resolve(comps)
+	kind, coords := arr.Array.Resolve(comps)
 	key := path.Join(arr.Path, path.Join(comps...))
 	m := v.Manifest
+	if kind == zarr.EntryChunk && f.current() == v {
+		// Before this chunk's own fetch, so predicted ones run alongside it.
+		// Only from the current version: a lookup that overlapped a refresh
+		// must not make the planner go back to the old one.
+		f.planner.access(v.Store, arr, coords, key)
+	}
 	switch {
 	case kind == zarr.EntryDir && (m == nil || m.IsDir(key)):
 		return f.dirNode(key, func() fusefs.Node { return &chunkDir{fs: f, arrPath: arr.Path, rel: comps} }), nil
 	case kind == zarr.EntryChunk && m != nil:
 		if size, version, ok := m.Lookup(key); ok {
-			return &chunkFile{fs: f, key: key, size: size, version: version}, nil
+			f.planner.observeSize(arr, size)
+			return f.fileNode(v, key, func() (fusefs.Node, error) {
+				return &chunkFile{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}, nil
+			})
 		}
 	case kind == zarr.EntryChunk:
-		size, err := f.chunks.Size(ctx, key)
-		if err != nil {
-			return nil, f.errno("lookup", key, err)
-		}
-		return &chunkFile{fs: f, key: key, size: size}, nil
+		return f.fileNode(v, key, func() (fusefs.Node, error) {
+			r, err := f.chunks.Open(ctx, key)
+			if err != nil {
+				return nil, f.errno("lookup", key, err)
+			}
+			f.planner.observeSize(arr, r.Size())
+			c := &chunkFile{fs: f, key: key, size: r.Size(), first: r, arrPath: arr.Path, coords: coords}
+			time.AfterFunc(firstReaderTTL, c.dropFirst)
+			return c, nil
+		})
 	}
 	return nil, fuse.ToErrno(syscall.ENOENT)
 }
@@ -409,11 +509,13 @@ func listChunks(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []strin
 
 // lookupMeta returns a metadata document as a file with its exact size.
 func (f *FS) lookupMeta(ctx context.Context, v *view, key string) (fusefs.Node, error) {
-	data, err := f.metaDoc(ctx, v, key)
-	if err != nil {
-		return nil, f.errno("lookup", key, err)
-	}
-	return &metaFile{fs: f, key: key, data: data}, nil
+	return f.fileNode(v, key, func() (fusefs.Node, error) {
+		data, err := f.metaDoc(ctx, v, key)
+		if err != nil {
+			return nil, f.errno("lookup", key, err)
+		}
+		return &metaFile{fs: f, key: key, data: data}, nil
+	})
 }
 
 // metaFile is a metadata document served from memory. It is its own handle.
@@ -433,6 +535,8 @@ func (m *metaFile) Attr(ctx context.Context, a *fuse.Attr) error {
 	m.fs.fileAttr(m.key, int64(len(m.data)), a)
 	return nil
 }
+
+func (m *metaFile) Forget() { m.fs.forgetFile(m.key, m) }
 
 func (m *metaFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
 	resp.Flags |= fuse.OpenKeepCache
@@ -454,6 +558,35 @@ type chunkFile struct {
 	key     string
 	size    int64
 	version string // from the manifest; "" when unknown
+
+	// Where the chunk lies, for the readahead planner.
+	arrPath string
+	coords  []int64
+
+	// first is the reader a lookup opened to learn the size, kept for the
+	// open that nearly always follows: an object the cache could not keep
+	// (disk full, larger than the budget) is then not downloaded twice.
+	// Dropped after firstReaderTTL so it pins nothing for long.
+	firstMu sync.Mutex
+	first   *cache.Reader
+}
+
+// firstReaderTTL bounds how long a lookup's reader waits for its open.
+const firstReaderTTL = 5 * time.Second
+
+// takeFirst returns the lookup's reader, once.
+func (c *chunkFile) takeFirst() *cache.Reader {
+	c.firstMu.Lock()
+	defer c.firstMu.Unlock()
+	r := c.first
+	c.first = nil
+	return r
+}
+
+func (c *chunkFile) dropFirst() {
+	if r := c.takeFirst(); r != nil {
+		_ = r.Close()
+	}
 }
 
 var (
@@ -466,16 +599,31 @@ func (c *chunkFile) Attr(ctx context.Context, a *fuse.Attr) error {
 	return nil
 }
 
+func (c *chunkFile) Forget() {
+	c.dropFirst()
+	c.fs.forgetFile(c.key, c)
+}
+
 func (c *chunkFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
-	var r *cache.Reader
-	var err error
-	if c.version != "" {
-		r, err = c.fs.chunks.OpenVersion(ctx, c.key, c.version)
-	} else {
-		r, err = c.fs.chunks.Open(ctx, c.key)
-	}
-	if err != nil {
-		return nil, c.fs.errno("open", c.key, err)
+	r := c.takeFirst()
+	if r == nil {
+		// Opened again (a later epoch): a step of the reader the planner
+		// has not seen through a lookup. Predictions use the current
+		// version of the store: a refresh may have changed the neighbours
+		// since this node was looked up.
+		v := c.fs.current()
+		if arr := v.Tree.Lookup(c.arrPath); arr != nil && arr.Kind == zarr.KindArray {
+			c.fs.planner.access(v.Store, arr, c.coords, c.key)
+		}
+		var err error
+		if c.version != "" {
+			r, err = c.fs.chunks.OpenVersion(ctx, c.key, c.version)
+		} else {
+			r, err = c.fs.chunks.Open(ctx, c.key)
+		}
+		if err != nil {
+			return nil, c.fs.errno("open", c.key, err)
+		}
 	}
 	if r.Size() != c.size {
 		// The object changed on the origin since lookup; the kernel still
@@ -502,7 +650,7 @@ var (
 )
 
 func (h *chunkHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
-	buf := make([]byte, req.Size)
+	buf := resp.Data[:req.Size] // bazil allocates it with that capacity
 	n, err := h.r.ReadAt(buf, req.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return h.fs.errno("read", h.key, err)

@@ -8,12 +8,17 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"bazil.org/fuse"
 	fusefs "bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
 
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/remote"
@@ -24,6 +29,10 @@ var (
 	ErrFusermountMissing = errors.New("fusermount3 not found on PATH: install the fuse3 package (apt-get install fuse3)")
 	ErrMountpoint        = errors.New("bad mountpoint")
 	ErrBusy              = errors.New("mount is busy")
+	// ErrAlreadyMounted: a FUSE file system is mounted on the mountpoint.
+	ErrAlreadyMounted = errors.New("already mounted")
+	// ErrFuseDevice: /dev/fuse is missing or this user may not open it.
+	ErrFuseDevice = errors.New("cannot use FUSE")
 )
 
 // Config is everything a mount needs.
@@ -41,10 +50,16 @@ type Config struct {
 	// AttrValid is how long the kernel may cache names and attributes.
 	// Data under one version never changes, so this can be long.
 	AttrValid time.Duration
+	// RefreshEvery is how often the store is revalidated on the origin;
+	// 0 never (refresh on demand only).
+	RefreshEvery time.Duration
 	// ControlSocket, when set, is published on the mount root as
 	// ControlXattr so that commands can find the daemon.
 	ControlSocket string
-	Logger        *slog.Logger
+	// NoPrefetch turns the readahead planner off: only what readers ask
+	// for is fetched (explicit Prefetch still works).
+	NoPrefetch bool
+	Logger     *slog.Logger
 }
 
 // Session is a live mount.
@@ -53,9 +68,15 @@ type Session struct {
 	conn    *fuse.Conn
 	client  *remote.Client
 	cache   *cache.Cache
-	store   *Store
+	fs      *FS
 	started time.Time
 	served  chan error
+	stop    context.CancelFunc // ends the refresh loop
+
+	lastMu      sync.Mutex
+	lastRefresh *RefreshReport
+
+	sessionJobs // explicit prefetches (prefetch.go)
 }
 
 // Mount discovers the store, mounts it and starts serving. It returns once the
@@ -118,40 +139,88 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
-	m = &Session{cfg: cfg, conn: conn, client: client, cache: c, store: store, started: time.Now(), served: make(chan error, 1)}
 	fsys := newFS(store, client, c, cfg.Logger, cfg.AttrValid)
 	fsys.controlSocket = cfg.ControlSocket
+	if !cfg.NoPrefetch {
+		fsys.planner = newPlanner(store, cacheSink{c}, cfg.CacheBytes, cfg.Logger)
+	}
 	srv := fusefs.New(conn, nil)
+	fsys.server = srv
+	loopCtx, stop := context.WithCancel(context.Background())
+	m = &Session{cfg: cfg, conn: conn, client: client, cache: c, fs: fsys, started: time.Now(), served: make(chan error, 1), stop: stop}
 	go func() { m.served <- srv.Serve(fsys) }()
+	fsys.planner.warmSmallArrays()
+	if cfg.RefreshEvery > 0 {
+		go m.refreshLoop(loopCtx, cfg.RefreshEvery)
+	}
 	return m, nil
 }
 
-// Store reports what discovery found.
-func (m *Session) Store() *Store { return m.store }
+// Store reports the store's current version.
+func (m *Session) Store() *Store { return m.fs.current().Store }
+
+// Refresh revalidates the store on the origin now and switches to its new
+// version if it changed. An error (origin unreachable, store gone) leaves the
+// mount serving the version it has.
+func (m *Session) Refresh(ctx context.Context) (RefreshReport, error) {
+	rep, err := m.fs.refresh(ctx)
+	m.lastMu.Lock()
+	m.lastRefresh = &rep
+	m.lastMu.Unlock()
+	if err != nil {
+		m.cfg.Logger.Warn("refresh failed; still serving the last version of the store", "err", err)
+	}
+	return rep, err
+}
+
+func (m *Session) refreshLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, every+m.cfg.Remote.RetryDeadline)
+			_, _ = m.Refresh(rctx)
+			cancel()
+		}
+	}
+}
 
 // Stats is a snapshot of a mount's state and counters, for `zarrfs stats`.
 type Stats struct {
-	URL        string      `json:"url"`
-	Mountpoint string      `json:"mountpoint"`
-	Format     int         `json:"zarr_format"`
-	Source     string      `json:"tree_from"`
-	Started    time.Time   `json:"started"`
-	CacheDir   string      `json:"cache_dir"`
-	CacheBytes int64       `json:"cache_budget_bytes"`
-	Cache      cache.Stats `json:"cache"`
+	URL         string         `json:"url"`
+	Mountpoint  string         `json:"mountpoint"`
+	Format      int            `json:"zarr_format"`
+	Source      string         `json:"tree_from"`
+	Started     time.Time      `json:"started"`
+	CacheDir    string         `json:"cache_dir"`
+	CacheBytes  int64          `json:"cache_budget_bytes"`
+	Cache       cache.Stats    `json:"cache"`
+	Remote      remote.Stats   `json:"remote"` // traffic with the origin
+	Prefetch    PrefetchStats  `json:"prefetch"`
+	LastRefresh *RefreshReport `json:"last_refresh,omitempty"`
 }
 
 // Stats returns a snapshot of the mount's counters.
 func (m *Session) Stats() Stats {
+	m.lastMu.Lock()
+	last := m.lastRefresh
+	m.lastMu.Unlock()
+	store := m.Store()
 	return Stats{
-		URL:        m.cfg.URL,
-		Mountpoint: m.cfg.Mountpoint,
-		Format:     m.store.Format,
-		Source:     m.store.Source,
-		Started:    m.started,
-		CacheDir:   m.cfg.CacheDir,
-		CacheBytes: m.cfg.CacheBytes,
-		Cache:      m.cache.Stats(),
+		LastRefresh: last,
+		URL:         m.cfg.URL,
+		Mountpoint:  m.cfg.Mountpoint,
+		Format:      store.Format,
+		Source:      store.Source,
+		Started:     m.started,
+		CacheDir:    m.cfg.CacheDir,
+		CacheBytes:  m.cfg.CacheBytes,
+		Cache:       m.cache.Stats(),
+		Remote:      m.client.Stats(),
+		Prefetch:    m.PrefetchStats(),
 	}
 }
 
@@ -164,6 +233,9 @@ func (m *Session) Wait() error {
 }
 
 func (m *Session) release() {
+	m.stop()
+	m.fs.planner.close()
+	m.cancelJobs()
 	_ = m.conn.Close()
 	_ = m.cache.Close()
 	m.client.Close()
@@ -202,22 +274,155 @@ func Unmount(mountpoint string, lazy bool) error {
 // CheckMountpoint says what is wrong with a mountpoint, with the fix.
 func CheckMountpoint(dir string) error {
 	st, err := os.Stat(dir)
+	if err == nil && IsDeadMount(dir) {
+		err = syscall.ENOTCONN
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%w: %s does not exist: create it with mkdir -p %s", ErrMountpoint, dir, dir)
-	case errors.Is(err, syscall.ENOTCONN):
+	case isDeadMount(err):
 		return fmt.Errorf("%w: %s is a dead mount (its daemon exited): clean it with zarrfs unmount --lazy %s", ErrMountpoint, dir, dir)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: no permission to reach %s: choose a directory of your own, or fix the permissions of its parents", ErrMountpoint, dir)
 	case err != nil:
 		return fmt.Errorf("%w: %s: %v", ErrMountpoint, dir, err)
 	case !st.IsDir():
-		return fmt.Errorf("%w: %s is not a directory", ErrMountpoint, dir)
+		return fmt.Errorf("%w: %s is not a directory: mount on an empty directory (mkdir it first)", ErrMountpoint, dir)
+	}
+	if fstype, source, ok := MountedAt(dir); ok && strings.HasPrefix(fstype, "fuse") {
+		what := "a FUSE file system (" + fstype + ")"
+		if fstype == "fuse.zarrfs" {
+			what = "a zarrfs mount of " + source
+		}
+		return fmt.Errorf("%w: %s already has %s on it (zarrfs unmount %s first)", ErrAlreadyMounted, dir, what, dir)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("%w: cannot read %s: %v", ErrMountpoint, dir, err)
 	}
 	if len(entries) > 0 {
-		return fmt.Errorf("%w: %s is not empty (is something already mounted there?): mount on an empty directory", ErrMountpoint, dir)
+		return fmt.Errorf("%w: %s is not empty: mount on an empty directory (mkdir a new one)", ErrMountpoint, dir)
 	}
 	return nil
+}
+
+// isDeadMount says whether err is what the kernel answers on a FUSE mount
+// whose daemon has gone ("Transport endpoint is not connected").
+func isDeadMount(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// IsDeadMount says whether dir is a FUSE mount whose daemon has gone. It
+// asks statfs, which always reaches the daemon: stat may be answered from
+// the kernel's attribute cache long after the daemon died.
+func IsDeadMount(dir string) bool {
+	var st unix.Statfs_t
+	err := unix.Statfs(dir, &st)
+	if errors.Is(err, unix.EIO) {
+		// A daemon killed while the kernel waited on it can leave EIO
+		// instead; a live zarrfs never fails statfs.
+		fstype, _, _ := MountedAt(dir)
+		return fstype == "fuse.zarrfs"
+	}
+	return isDeadMount(err)
+}
+
+// CleanDeadMount detaches a dead FUSE mount on dir (one whose daemon exited
+// or was killed, so every access fails with "Transport endpoint is not
+// connected") with fusermount3 -uz. It reports whether there was one.
+func CleanDeadMount(dir string) (bool, error) {
+	if !IsDeadMount(dir) {
+		return false, nil
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return false, ErrFusermountMissing
+	}
+	out, err := exec.Command("fusermount3", "-u", "-z", "--", dir).CombinedOutput()
+	if err != nil && os.Geteuid() == 0 {
+		// fusermount3 refuses mounts it has no record of; root can detach any.
+		if uerr := syscall.Unmount(dir, syscall.MNT_DETACH); uerr == nil {
+			err = nil
+		}
+	}
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if msg == "" {
+			msg = err.Error()
+		}
+		return false, fmt.Errorf("%w: %s is a dead mount (its daemon exited) and fusermount3 -uz could not remove it: %s", ErrMountpoint, dir, msg)
+	}
+	return true, nil
+}
+
+// MountedAt reports the file system type and source of the mount whose
+// mountpoint is exactly dir, from /proc/self/mountinfo (the last one, if
+// several are stacked).
+func MountedAt(dir string) (fstype, source string, ok bool) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint opts [optional...] - fstype source superopts
+		left, right, found := strings.Cut(line, " - ")
+		if !found {
+			continue
+		}
+		lf, rf := strings.Fields(left), strings.Fields(right)
+		if len(lf) < 5 || len(rf) < 2 || unescapeMountinfo(lf[4]) != dir {
+			continue
+		}
+		fstype, source, ok = rf[0], unescapeMountinfo(rf[1]), true
+	}
+	return fstype, source, ok
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// fuseDevice is the kernel's FUSE device; fusermount3 opens it with the
+// caller's own permissions.
+const fuseDevice = "/dev/fuse"
+
+// CheckFuseDevice says, with the fix, why this user cannot use FUSE: no
+// /dev/fuse (module not loaded, or a container started without it), or no
+// permission to open it.
+func CheckFuseDevice() error {
+	err := unix.Access(fuseDevice, unix.R_OK|unix.W_OK)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%w: %s does not exist: load the FUSE module (sudo modprobe fuse), or in a container start it with --device /dev/fuse --cap-add SYS_ADMIN", ErrFuseDevice, fuseDevice)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		group := "the group that owns it"
+		var st unix.Stat_t
+		if unix.Stat(fuseDevice, &st) == nil {
+			if g, gerr := user.LookupGroupId(strconv.Itoa(int(st.Gid))); gerr == nil && g.Name != "root" {
+				group = "group " + g.Name + " (sudo usermod -aG " + g.Name + " $USER, then log in again)"
+			}
+		}
+		return fmt.Errorf("%w: no permission to use %s: run as root, or have an administrator add you to %s or make it readable and writable by all (chmod 0666 %s, as Debian does)", ErrFuseDevice, fuseDevice, group, fuseDevice)
+	default:
+		return fmt.Errorf("%w: %s: %v", ErrFuseDevice, fuseDevice, err)
+	}
 }

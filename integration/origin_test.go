@@ -44,6 +44,7 @@ type origin struct {
 	noListings bool                      // directory URLs answer 404, as object stores do
 	mu         sync.Mutex
 	log        []originRequest
+	inFlight   int // requests being answered, not yet in log; guarded by mu
 	useTLS     bool
 	caPEM      string // PEM file of the origin's self-signed certificate, when serving HTTPS
 }
@@ -106,8 +107,12 @@ func (o *origin) URL(sub string) string {
 
 func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+	o.mu.Lock()
+	o.inFlight++
+	o.mu.Unlock()
 	defer func() {
 		o.mu.Lock()
+		o.inFlight--
 		o.log = append(o.log, originRequest{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Status: cw.status, Bytes: cw.bytes})
 		o.mu.Unlock()
 	}()
@@ -157,6 +162,22 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(p)
 	c.bytes += int64(n)
 	return n, err
+}
+
+// settle waits (at most timeout) until no request is being answered, and
+// returns how many are logged: a client killed mid-request leaves its
+// requests to finish and be logged after it died.
+func (o *origin) settle(timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		o.mu.Lock()
+		n, busy := len(o.log), o.inFlight
+		o.mu.Unlock()
+		if busy == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (o *origin) requests() []originRequest {

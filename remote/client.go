@@ -129,6 +129,8 @@ type Client struct {
 	tr   *http.Transport
 	hc   *http.Client
 
+	counters counters // traffic counters for Stats
+
 	// Replaced by tests to observe backoff without waiting.
 	now    func() time.Time
 	sleep  func(ctx context.Context, d time.Duration) error

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,6 +59,7 @@ func (c *Client) retry(ctx context.Context, method, u string, attempt func(conte
 		if err == nil {
 			return nil
 		}
+		c.counters.attemptFailed(ctx, err)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			if st.attempts > 1 {
 				return fmt.Errorf("%s %s: %w (after %d attempts; last error: %v)", method, u, ctxErr, st.attempts, err)
@@ -66,17 +68,21 @@ func (c *Client) retry(ctx context.Context, method, u string, attempt func(conte
 		}
 		var perm permanentError
 		if errors.As(err, &perm) {
+			c.counters.operationFailed(ctx, perm.err)
 			return st.final(perm.err)
 		}
 		retryable, retryAfter := classify(err)
 		if !retryable {
+			c.counters.operationFailed(ctx, err)
 			return st.final(err)
 		}
 		wait := c.backoff(st.step, retryAfter)
 		if c.now().Sub(st.budgetStart)+wait > c.opts.RetryDeadline {
 			c.log.Warn("remote: giving up", "method", method, "url", u, "attempts", st.attempts, "error", err.Error())
+			c.counters.operationFailed(ctx, err)
 			return st.final(err)
 		}
+		c.counters.retries.Add(1)
 		c.log.Debug("remote: retrying", "method", method, "url", u, "attempt", st.attempts, "wait", wait, "error", err.Error())
 		if err := c.sleep(ctx, wait); err != nil {
 			return fmt.Errorf("%s %s: %w (after %d attempts)", method, u, err, st.attempts)
@@ -275,14 +281,16 @@ func (w *watchdog) disarm() { w.t.Stop() }
 
 // watchedBody arms the watchdog around each Read of the response body.
 type watchedBody struct {
-	rc io.ReadCloser
-	wd *watchdog
+	rc       io.ReadCloser
+	wd       *watchdog
+	counters *counters
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	b.wd.arm()
 	n, err := b.rc.Read(p)
 	b.wd.disarm()
+	b.counters.received(n)
 	return n, err
 }
 
@@ -306,18 +314,25 @@ func (c *Client) send(ctx context.Context, method, u string, hdr http.Header) (r
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
+	c.counters.requests.Add(1)
+	c.counters.inFlight.Add(1)
 	resp, err = c.hc.Do(req)
 	wd.disarm()
 	if err != nil {
+		c.counters.inFlight.Add(-1)
 		terr := c.transportError(actx, method, u, err)
 		cancel(nil)
 		return nil, nil, terr
 	}
-	resp.Body = &watchedBody{rc: resp.Body, wd: wd}
+	resp.Body = &watchedBody{rc: resp.Body, wd: wd, counters: &c.counters}
+	var once sync.Once
 	release = func() {
-		wd.disarm()
-		resp.Body.Close()
-		cancel(nil)
+		once.Do(func() {
+			wd.disarm()
+			resp.Body.Close()
+			cancel(nil)
+			c.counters.inFlight.Add(-1)
+		})
 	}
 	return resp, release, nil
 }

@@ -89,8 +89,17 @@ func (c *controlServer) Close() {
 func controlMux(sess *fusefs.Session) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, sess.Stats())
+		writeJSON(w, struct {
+			fusefs.Stats
+			PID int `json:"pid"`
+		}{sess.Stats(), os.Getpid()})
 	})
+	mux.HandleFunc("POST /v1/refresh", func(w http.ResponseWriter, r *http.Request) {
+		// The report carries any error: the mount keeps serving either way.
+		rep, _ := sess.Refresh(r.Context())
+		writeJSON(w, rep)
+	})
+	registerPrefetch(mux, sess) // prefetch.go
 	return mux
 }
 
@@ -114,14 +123,18 @@ func dialControl(mnt string) (*controlClient, error) {
 		if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
 			return nil, fmt.Errorf("%s is not a zarrfs mount (or its daemon is older than this command)", mnt)
 		}
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s does not exist: give the mountpoint of a zarrfs mount", mnt)
+		}
 		if errors.Is(err, unix.ENOTCONN) {
 			return nil, fmt.Errorf("%s is a dead mount (its daemon exited): clean it with zarrfs unmount --lazy %s", mnt, mnt)
 		}
 		return nil, fmt.Errorf("find the daemon of %s: %w", mnt, err)
 	}
 	sock := string(buf[:n])
+	// No client-wide timeout: each command bounds its own wait with a
+	// context (a refresh may retry the origin for a minute or more).
 	hc := &http.Client{
-		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
@@ -134,7 +147,12 @@ func dialControl(mnt string) (*controlClient, error) {
 
 // getJSON fetches a control endpoint into v.
 func (c *controlClient) getJSON(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://zarrfs"+path, nil)
+	return c.call(ctx, http.MethodGet, path, v)
+}
+
+// call sends a bodiless request to a control endpoint and decodes the JSON answer into v.
+func (c *controlClient) call(ctx context.Context, method, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://zarrfs"+path, nil)
 	if err != nil {
 		return err
 	}

@@ -2,13 +2,18 @@
 //
 //	zarrfs mount [flags] URL MOUNTPOINT
 //	zarrfs unmount [--lazy] MOUNTPOINT
+//	zarrfs stats [--json] [--watch] MOUNTPOINT
 //	zarrfs version
+//
+// Run as mount.zarrfs (a link), or as `zarrfs URL MOUNTPOINT -o OPTIONS`, it
+// is the mount(8) helper for /etc/fstab.
 package main
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 
@@ -21,14 +26,19 @@ Usage:
   zarrfs mount [flags] URL MOUNTPOINT   mount the store at URL (returns once the mount is live)
   zarrfs unmount [--lazy] MOUNTPOINT    unmount it
   zarrfs serve [flags] DIR              publish a store (or a directory of stores) over HTTPS
-  zarrfs stats [--json] MOUNTPOINT      show a mount's cache and transfer counters
+  zarrfs stats [--json] [--watch] MOUNTPOINT
+                                        show a mount's cache, network and error counters
+  zarrfs prefetch [--wait] PATH...      fetch part of a mounted store into its cache now
+  zarrfs refresh MOUNTPOINT             pick up changes made to the store on the origin now
   zarrfs version                        print the version
+  mount.zarrfs URL MOUNTPOINT -o OPTS   the mount(8) helper, for /etc/fstab (a link to zarrfs)
 
-Run 'zarrfs COMMAND --help' for a command's flags.
+Run 'zarrfs COMMAND --help' (or 'zarrfs help COMMAND') for a command's flags and examples.
 
 Example:
   zarrfs mount --token-file ~/.zarrfs-token https://storage:8443/era5.zarr /content/era5
   python -c 'import xarray as xr; print(xr.open_zarr("/content/era5"))'
+  zarrfs stats /content/era5
   zarrfs unmount /content/era5
 `
 
@@ -36,26 +46,42 @@ Example:
 var errUsage = errors.New("usage")
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	args := os.Args[1:]
+	if isMountHelper(os.Args[0]) || len(args) > 0 && looksLikeURL(args[0]) {
+		args = append([]string{mountHelperCommand}, args...)
+	}
+	os.Exit(run(args))
 }
+
+// mountHelperCommand is how main hands a mount(8) helper call to run.
+const mountHelperCommand = "\x00mount-helper"
 
 func run(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
 	}
+	if args[0] == "help" && len(args) == 2 && args[1] != "help" {
+		args = []string{args[1], "--help"}
+	}
 	var err error
 	switch args[0] {
+	case mountHelperCommand:
+		err = runMountHelper(args[1:])
 	case "mount":
 		err = runMount(args[1:])
 	case "serve":
 		err = runServe(args[1:])
 	case "stats":
 		err = runStats(args[1:])
+	case "prefetch":
+		err = runPrefetch(args[1:])
+	case "refresh":
+		err = runRefresh(args[1:])
 	case "unmount", "umount":
 		err = runUnmount(args[1:])
 	case "version", "--version":
-		fmt.Println("zarrfs", version())
+		fmt.Printf("zarrfs %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Print(usage)
@@ -69,7 +95,14 @@ func run(args []string) int {
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(os.Stderr, "zarrfs: %s\nRun 'zarrfs --help' for usage.\n", strings.TrimPrefix(err.Error(), "usage: "))
+		help := "zarrfs --help"
+		switch args[0] {
+		case mountHelperCommand:
+			help = "mount.zarrfs --help"
+		case "mount", "serve", "stats", "refresh", "unmount", "umount":
+			help = "zarrfs " + args[0] + " --help"
+		}
+		fmt.Fprintf(os.Stderr, "zarrfs: %s\nRun '%s' for usage.\n", strings.TrimPrefix(err.Error(), "usage: "), help)
 		return 2
 	default:
 		fmt.Fprintf(os.Stderr, "zarrfs: %s\n", oneLine(err.Error()))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 
+	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
 )
@@ -44,39 +46,50 @@ type mountFlags struct {
 	logLevel     string
 	logFile      string
 	retryTimeout time.Duration
+	refresh      time.Duration
 	attrTimeout  time.Duration
+	metricsAddr  string
 }
 
 func runMount(args []string) error {
 	var f mountFlags
 	fl := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	fl.Usage = func() {
-		fmt.Fprint(os.Stderr, `Usage: zarrfs mount [flags] URL MOUNTPOINT
+		fmt.Fprint(os.Stdout, `Usage: zarrfs mount [flags] URL MOUNTPOINT
 
 Mount the zarr store at URL (http:// or https://) read-only on MOUNTPOINT, an
 empty directory. Returns once the mount is live; the daemon keeps serving in
-the background until 'zarrfs unmount MOUNTPOINT'.
+its own session (an interrupted notebook cell or a closed shell does not stop
+it) until 'zarrfs unmount MOUNTPOINT'. Sizes take 512MiB, 10G, 1.5TiB.
 
 Examples:
   zarrfs mount https://storage:8443/era5.zarr /content/era5
+  ZARRFS_TOKEN=... zarrfs mount --pin sha256:9f86d0... https://storage:8443/era5.zarr /content/era5
   zarrfs mount --cache-size 50G --token-file ~/.zarrfs-token https://host/d.zarr /mnt/d
+  zarrfs mount --foreground --metrics-addr 127.0.0.1:9464 https://host/d.zarr /mnt/d   # systemd
+
+For /etc/fstab (type zarrfs, options as -o cache_dir=...,token_file=...) see
+'mount.zarrfs --help'.
 
 Flags:
 `)
+		fl.SetOutput(os.Stdout)
 		fl.PrintDefaults()
 	}
 	fl.BoolVarP(&f.foreground, "foreground", "f", false, "stay attached and log to stderr (for systemd and tests); SIGINT/SIGTERM unmount")
-	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory for cached chunks (default ~/.cache/zarrfs/<hash of URL>)")
-	fl.StringVar(&f.cacheSize, "cache-size", "10GiB", "byte budget of the chunk cache (e.g. 512MiB, 10G)")
-	fl.StringVar(&f.cacheMinFree, "cache-min-free", "1GiB", "keep at least this much free on the cache's file system (e.g. 0, 5G)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding a bearer token for the origin (default: $ZARRFS_TOKEN)")
-	fl.StringVar(&f.caCert, "ca-cert", "", "PEM file of a private CA to trust for the origin's certificate")
-	fl.StringVar(&f.pin, "pin", "", "accept exactly the origin certificate with this fingerprint, sha256:HEX, as printed by zarrfs serve")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "`DIR` for cached chunks (default ~/.cache/zarrfs/<hash of URL>)")
+	fl.StringVar(&f.cacheSize, "cache-size", "10GiB", "byte budget of the chunk cache, a `SIZE` such as 512MiB or 10G")
+	fl.StringVar(&f.cacheMinFree, "cache-min-free", "1GiB", "keep at least this `SIZE` free on the cache's file system (e.g. 0, 5G)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding a bearer token for the origin (default: $ZARRFS_TOKEN)")
+	fl.StringVar(&f.caCert, "ca-cert", "", "PEM `FILE` of a private CA to trust for the origin's certificate")
+	fl.StringVar(&f.pin, "pin", "", "accept exactly the origin certificate with this fingerprint `sha256:HEX`, as printed by zarrfs serve")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root)")
-	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fl.StringVar(&f.logFile, "log-file", "", "log file of the background daemon (default <cache-dir>/zarrfs.log)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the log: debug, info, warn or error")
+	fl.StringVar(&f.logFile, "log-file", "", "log `FILE` of the background daemon (default <cache-dir>/zarrfs.log)")
 	fl.DurationVar(&f.retryTimeout, "retry-timeout", 60*time.Second, "give up on an origin request after retrying this long")
+	fl.DurationVar(&f.refresh, "refresh", 30*time.Second, "revalidate the store on the origin this often and show changes (0: only on 'zarrfs refresh')")
 	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Hour, "how long the kernel caches names and sizes")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve the mount's counters at http://`HOST:PORT`/metrics in Prometheus text format")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
@@ -84,7 +97,7 @@ Flags:
 		return fmt.Errorf("%w: mount: %v", errUsage, err)
 	}
 	if fl.NArg() != 2 {
-		return fmt.Errorf("%w: mount takes URL and MOUNTPOINT, got %d arguments", errUsage, fl.NArg())
+		return fmt.Errorf("%w: mount takes two arguments, URL and MOUNTPOINT; got %d", errUsage, fl.NArg())
 	}
 	url, mnt := fl.Arg(0), fl.Arg(1)
 	if f.cacheDir == "" {
@@ -96,6 +109,14 @@ Flags:
 	if abs, err := filepath.Abs(f.cacheDir); err == nil {
 		f.cacheDir = abs
 	}
+	if os.Getenv(readyFDEnv) == "" { // a daemon's parent has checked already
+		if err := checkMountFlags(f); err != nil {
+			return err
+		}
+		if err := preflight(mnt, f.cacheDir); err != nil {
+			return err
+		}
+	}
 	if f.foreground || os.Getenv(readyFDEnv) != "" {
 		return mountForeground(url, mnt, f)
 	}
@@ -106,10 +127,14 @@ func defaultCacheDir(url string) string {
 	base := os.Getenv("XDG_CACHE_HOME")
 	if base == "" {
 		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
+		switch {
+		case err == nil:
+			base = filepath.Join(home, ".cache")
+		case os.Geteuid() == 0: // mount(8) and systemd run root without $HOME
+			base = defaultRootCacheBase()
+		default:
+			base = filepath.Join(os.TempDir(), ".cache")
 		}
-		base = filepath.Join(home, ".cache")
 	}
 	sum := sha256.Sum256([]byte(url))
 	return filepath.Join(base, "zarrfs", hex.EncodeToString(sum[:8]))
@@ -241,29 +266,46 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if f.metricsAddr != "" {
+		if metricsLn, err = listenMetrics(f.metricsAddr); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				metricsLn.Close()
+			}
+		}()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	remoteOpts := remote.Options{
+		Token:         token,
+		CACertFile:    f.caCert,
+		Pin:           f.pin,
+		RetryDeadline: f.retryTimeout,
+		UserAgent:     "zarrfs/" + version(),
+		Logger:        log,
+	}
 	m, err := fusefs.Mount(ctx, fusefs.Config{
-		URL:        url,
-		Mountpoint: mnt,
-		Remote: remote.Options{
-			Token:         token,
-			CACertFile:    f.caCert,
-			Pin:           f.pin,
-			RetryDeadline: f.retryTimeout,
-			UserAgent:     "zarrfs/" + version(),
-			Logger:        log,
-		},
+		URL:           url,
+		Mountpoint:    mnt,
+		Remote:        remoteOpts,
 		CacheDir:      f.cacheDir,
 		CacheBytes:    int64(size),
 		CacheFree:     int64(minFree),
 		AllowOther:    f.allowOther,
 		AttrValid:     f.attrTimeout,
 		ControlSocket: sock,
+		RefreshEvery:  f.refresh,
 		Logger:        log,
 	})
 	if err != nil {
-		return err
+		return adviseOrigin(ctx, url, remoteOpts, err)
+	}
+	if metricsLn != nil {
+		ms := serveMetrics(metricsLn, func() any { return m.Stats() }, log)
+		defer ms.Close()
 	}
 	ctl, err := startControl(sock, controlMux(m), log)
 	if err != nil {
@@ -274,6 +316,9 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	}
 	log.Info("mounted", "url", url, "mountpoint", mnt, "cache", f.cacheDir, "cache_size", humanize.IBytes(size), "pid", os.Getpid())
 	report("ok")
+	if f.foreground {
+		notifyReady(log, url, mnt)
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- m.Wait() }()
@@ -284,6 +329,9 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	case <-ctx.Done():
 	}
 	log.Info("signal received: unmounting", "mountpoint", mnt)
+	if f.foreground {
+		notifyStopping(log)
+	}
 	if err := m.Unmount(false); err != nil {
 		log.Warn("mount busy: detaching it lazily; it disappears when its last user closes it", "err", err)
 		if err := m.Unmount(true); err != nil {
@@ -317,15 +365,20 @@ func readToken(file string) (string, error) {
 // explain puts the fix in front of an error the user can act on.
 func explain(err error) error {
 	var advice string
+	var advised *advisedError
 	switch {
-	case errors.Is(err, errUsage), errors.Is(err, fusefs.ErrMountpoint), errors.Is(err, fusefs.ErrFusermountMissing):
+	case errors.Is(err, errUsage), errors.Is(err, fusefs.ErrMountpoint), errors.Is(err, fusefs.ErrFusermountMissing),
+		errors.Is(err, fusefs.ErrAlreadyMounted), errors.Is(err, fusefs.ErrFuseDevice), errors.Is(err, errCacheDir),
+		errors.Is(err, cache.ErrLocked), errors.As(err, &advised):
 		return err
+	case strings.Contains(err.Error(), "user_allow_other"):
+		advice = "--allow-other (allow_other) needs the line user_allow_other in /etc/fuse.conf when not mounting as root: add it, or drop the option"
 	case errors.Is(err, remote.ErrNotTLS):
 		advice = "the origin does not speak TLS on this port; use an http:// URL or the server's TLS port"
 	case errors.Is(err, remote.ErrPinMismatch):
 		advice = "the origin's TLS certificate is not the one --pin names; if the server generated a new certificate (its state directory was removed, or it runs on another machine), copy the new --pin from its output; otherwise something else answers at this address"
 	case errors.Is(err, remote.ErrTLS):
-		advice = "TLS certificate verification failed; if the server uses a private CA pass --ca-cert FILE"
+		advice = "TLS certificate verification failed: for a zarrfs serve origin pass the --pin sha256:… it printed; for a private CA pass --ca-cert FILE"
 	case errors.Is(err, remote.ErrUnreachable):
 		advice = "cannot reach the origin; check the URL and that the server is running and reachable from here"
 	case errors.Is(err, remote.ErrUnauthorized):

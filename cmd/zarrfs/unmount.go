@@ -18,13 +18,19 @@ func runUnmount(args []string) error {
 	var lazy bool
 	fl := pflag.NewFlagSet("unmount", pflag.ContinueOnError)
 	fl.Usage = func() {
-		fmt.Fprint(os.Stderr, `Usage: zarrfs unmount [--lazy] MOUNTPOINT
+		fmt.Fprint(os.Stdout, `Usage: zarrfs unmount [--lazy] MOUNTPOINT
 
 Unmount a zarrfs mount; its daemon then exits. If processes still use the
-mount, says which, and leaves it mounted unless --lazy is given.
+mount, says which, and leaves it mounted unless --lazy is given. A dead mount
+("Transport endpoint is not connected") is removed with --lazy.
+
+Examples:
+  zarrfs unmount /content/era5
+  zarrfs unmount --lazy /content/era5
 
 Flags:
 `)
+		fl.SetOutput(os.Stdout)
 		fl.PrintDefaults()
 	}
 	fl.BoolVarP(&lazy, "lazy", "z", false, "detach now even if busy; the mount disappears when its last user closes it")

@@ -1,0 +1,648 @@
+package cache
+
+// Fetch scheduling: every fetch has a priority class. Demand fetches (a
+// reader is waiting) start at once; prefetches wait in a queue per class and
+// start, highest class first, while fewer requests are in flight than the
+// concurrency limit, which follows the measured throughput and latency so
+// that the link stays full without splitting it into more streams than
+// needed. Background work comes from Feeds, pulled only as slots free up, so
+// a store of millions of chunks never sits in memory as a queue.
+//
+// A prefetch is a flight like any other (cache.go): a demand Open of a key
+// that is queued or being prefetched joins that flight, promoting it to
+// demand, and never starts a second request. A prefetched entry that has not
+// been read yet holds a protection pin, so newer prefetches cannot evict it;
+// demand placements may release the oldest protections when nothing else is
+// left to evict. The bytes of unread prefetched entries are bounded
+// (prefetchRoom) so predictions never crowd out the reader's own data.
+//
+// Locking: the scheduler's state is guarded by Cache.mu, like the rest of
+// the Cache. The dispatcher goroutine calls Feed functions without holding
+// any lock, because feeds belong to callers that take their own locks and
+// call back into the Cache. Stall counters are atomics.
+
+import (
+	"container/list"
+	"fmt"
+	"io"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Class is a fetch's priority. Lower values go first.
+type Class int
+
+const (
+	// ClassDemand is a fetch a reader waits for.
+	ClassDemand Class = iota
+	// ClassLockstep is predicted by a sibling array's access to the same slab.
+	ClassLockstep
+	// ClassRun is predicted by a run of ascending or strided slabs.
+	ClassRun
+	// ClassBackground fills the cache with what is likely read later.
+	ClassBackground
+	numClasses
+)
+
+func (k Class) String() string {
+	switch k {
+	case ClassDemand:
+		return "demand"
+	case ClassLockstep:
+		return "lockstep"
+	case ClassRun:
+		return "run"
+	case ClassBackground:
+		return "background"
+	}
+	return fmt.Sprintf("Class(%d)", int(k))
+}
+
+// PrefetchResult says what Prefetch did.
+type PrefetchResult int
+
+const (
+	// PrefetchQueued: a fetch was queued (or started).
+	PrefetchQueued PrefetchResult = iota
+	// PrefetchPresent: the key is cached, or already being fetched or queued.
+	PrefetchPresent
+	// PrefetchMissing: the origin reported the key missing earlier.
+	PrefetchMissing
+	// PrefetchRefused: no room for more unread prefetched data, the queue
+	// is full, or the cache is closed.
+	PrefetchRefused
+)
+
+// Scheduler limits.
+const (
+	initialLimit = 8  // requests in flight before anything is measured
+	minLimit     = 4  // a high-latency link needs several even for small objects
+	maxLimit     = 48 // well under remote's connection cap of 64
+	// maxQueued bounds the flights waiting for a slot; predictions past it
+	// are refused (the planner predicts again on the next access).
+	maxQueued = 4096
+	// latencySamples and rateSamples are the windows of the latency minimum
+	// and the throughput maximum.
+	latencySamples = 16
+	rateSamples    = 8
+	ratePeriod     = 200 * time.Millisecond
+)
+
+// PrefetchStats are the prefetcher's counters since New and its current state.
+type PrefetchStats struct {
+	Queued        int     `json:"queued"`             // prefetches waiting for a slot
+	InFlight      int     `json:"in_flight"`          // requests in flight, all classes
+	Limit         int     `json:"limit"`              // current limit of requests in flight
+	PipeBytes     int64   `json:"pipe_bytes"`         // measured bandwidth-delay product
+	ThroughputBps float64 `json:"throughput_bps"`     // measured, bytes/s (recent maximum)
+	LatencyMs     float64 `json:"latency_ms"`         // measured time to first byte (recent minimum)
+	Requests      int64   `json:"requests"`           // prefetch requests started
+	Bytes         int64   `json:"bytes"`              // bytes fetched by prefetches
+	UsedBytes     int64   `json:"used_bytes"`         // prefetched, then read from disk
+	LateBytes     int64   `json:"late_bytes"`         // prefetched, read while still arriving (a shorter wait)
+	UnreadBytes   int64   `json:"unread_bytes"`       // prefetched, on disk, not read yet
+	WastedBytes   int64   `json:"wasted_bytes"`       // prefetched, then evicted or not kept, never read
+	Refused       int64   `json:"refused"`            // prefetches refused for room or queue length
+	Stalls        int64   `json:"stalls"`             // Opens that waited for a fetch
+	StallTime     int64   `json:"stall_ns"`           // total time Opens waited for fetches
+	DemandWaitMax int64   `json:"stall_max_ns"`       // longest single wait
+	Feeds         int     `json:"feeds"`              // background feeds active
+	Promoted      int64   `json:"promoted_to_demand"` // queued or running prefetches a reader caught up with
+}
+
+// scheduler is the Cache's fetch scheduling state, guarded by Cache.mu.
+type scheduler struct {
+	queues  [numClasses][]*flight // FIFO; stale entries (promoted, reclassed) are skipped
+	queued  int                   // flights waiting in the queues
+	running [numClasses]int
+	active  map[*flight]struct{} // flights making a request
+	feeds   []*Feed
+	feedRR  int
+
+	started bool          // the dispatcher goroutine runs
+	kick    chan struct{} // wakes the dispatcher; capacity 1
+
+	unread      list.List // protected unread prefetched entries, oldest first
+	unreadBytes int64
+
+	ctl   controller
+	stats PrefetchStats
+	// fixedLimit, when > 0, replaces the controller's limit (tests).
+	fixedLimit int
+
+	delivered atomic.Int64 // bytes written by all fetches, for the throughput
+	stalls    atomic.Int64
+	stallNs   atomic.Int64
+	stallMax  atomic.Int64
+}
+
+// controller sets the limit of requests in flight from what it measures:
+// enough requests to cover the time each waits for its first byte at the
+// measured throughput (Little's law: 1 + latency*rate/size), with margin.
+type controller struct {
+	lat     [latencySamples]time.Duration
+	nlat    int
+	rate    [rateSamples]float64
+	nrate   int
+	avgSize float64
+
+	lastSample    time.Time
+	lastDelivered int64
+}
+
+func (k *controller) minLatency() time.Duration {
+	n := min(k.nlat, latencySamples)
+	if n == 0 {
+		return 0
+	}
+	m := k.lat[0]
+	for _, l := range k.lat[1:n] {
+		m = min(m, l)
+	}
+	return m
+}
+
+func (k *controller) maxRate() float64 {
+	var m float64
+	for _, r := range k.rate[:min(k.nrate, rateSamples)] {
+		m = max(m, r)
+	}
+	return m
+}
+
+// observe takes one finished fetch: its time to first byte and size, and
+// the bytes all fetches delivered so far.
+func (k *controller) observe(now time.Time, ttfb time.Duration, size, delivered int64) {
+	if ttfb > 0 {
+		k.lat[k.nlat%latencySamples] = ttfb
+		k.nlat++
+	}
+	if size > 0 {
+		if k.avgSize == 0 {
+			k.avgSize = float64(size)
+		} else {
+			k.avgSize += (float64(size) - k.avgSize) / 8
+		}
+	}
+	if k.lastSample.IsZero() {
+		k.lastSample, k.lastDelivered = now, delivered
+	} else if dt := now.Sub(k.lastSample); dt >= ratePeriod {
+		k.rate[k.nrate%rateSamples] = float64(delivered-k.lastDelivered) / dt.Seconds()
+		k.nrate++
+		k.lastSample, k.lastDelivered = now, delivered
+	}
+}
+
+// bdp is the bandwidth-delay product in bytes: what must be requested and
+// not yet received for the link never to wait for a first byte. 0 until
+// measured.
+func (k *controller) bdp() float64 {
+	return k.minLatency().Seconds() * k.maxRate()
+}
+
+// idle forgets the rate window's start, so a pause between bursts does not
+// count as a slow link.
+func (k *controller) idle() { k.lastSample = time.Time{} }
+
+// Want names an object to prefetch.
+type Want struct {
+	Key     string
+	Version string // the manifest's version; "" when unknown
+	// Size is the expected size (exact from a manifest, or an estimate);
+	// 0 when unknown. The scheduler keeps about two bandwidth-delay
+	// products of bytes requested and not yet received, counted with it.
+	Size int64
+}
+
+// Prefetch asks for w to be fetched into the cache at priority class (not
+// ClassDemand), unless it is cached, already in flight or queued,
+// remembered missing, or there is no room for more unread prefetched data.
+// A key queued at a lower class moves up. Prefetch never blocks and never
+// waits for the fetch.
+func (c *Cache) Prefetch(w Want, class Class) PrefetchResult {
+	if class <= ClassDemand || class >= numClasses {
+		class = ClassBackground
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res, _ := c.prefetchLocked(w, class, nil)
+	if res == PrefetchQueued {
+		c.dispatchLocked()
+	}
+	return res
+}
+
+// prefetchLocked is Prefetch under Cache.mu; a fetch it queues or joins is
+// counted in feed f (if not nil). For PrefetchPresent, size is the cached
+// object's size, or -1 when the key is in flight.
+func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, int64) {
+	key, version := w.Key, w.Version
+	if c.closed {
+		return PrefetchRefused, 0
+	}
+	if version == "" {
+		if _, ok := c.notFound.Peek(key); ok {
+			return PrefetchMissing, 0
+		}
+	}
+	id, sum := entryID(c.nsHash, key)
+	if e := c.index[id]; e != nil && (version == "" || e.version == version) {
+		return PrefetchPresent, e.dataLen
+	}
+	s := &c.sched
+	if fl := c.flights[id]; fl != nil {
+		if fl.queued && class < fl.class {
+			fl.class = class
+			s.queues[class] = append(s.queues[class], fl)
+		}
+		if f != nil {
+			fl.feeds = append(fl.feeds, f)
+			f.outstanding++
+		}
+		return PrefetchPresent, -1
+	}
+	if s.queued >= maxQueued || !c.prefetchRoomLocked() || !c.keepableLocked(w.Size) {
+		s.stats.Refused++
+		return PrefetchRefused, 0
+	}
+	fl := &flight{
+		done: make(chan struct{}), id: id, sum: sum, key: key,
+		class: class, queued: true, prefetch: true, reuse: math.MaxUint32,
+		hint: w.Size,
+	}
+	if f != nil {
+		fl.feeds = []*Feed{f}
+		f.outstanding++
+	}
+	c.flights[id] = fl
+	s.queues[class] = append(s.queues[class], fl)
+	s.queued++
+	c.startDispatcherLocked()
+	return PrefetchQueued, 0
+}
+
+// keepableLocked says whether an object of the expected size (0: unknown)
+// could be kept: prefetching one the cache must drop only to fetch it again
+// for its reader wastes the link.
+func (c *Cache) keepableLocked(size int64) bool {
+	return size <= 0 || size <= c.maxBytes-c.maxBytes/8
+}
+
+// prefetchRoomLocked says whether one more prefetch fits: unread prefetched
+// data plus what is queued and in flight stays within the budget less a
+// reserve for what readers fetch themselves.
+func (c *Cache) prefetchRoomLocked() bool {
+	s := &c.sched
+	reserve := max(c.maxBytes/8, int64(4*s.ctl.avgSize))
+	pending := s.queued
+	for k := ClassLockstep; k < numClasses; k++ {
+		pending += s.running[k]
+	}
+	est := s.ctl.avgSize
+	if est == 0 {
+		est = float64(min(averageEntryGuess, c.maxBytes/64))
+	}
+	return float64(s.unreadBytes)+float64(pending+1)*est <= float64(c.maxBytes-reserve)
+}
+
+// limitLocked is how many requests may be in flight when a prefetch of
+// class starts: initialLimit until the link is measured, then maxLimit; the
+// bytes limit (roomLocked) is what usually binds.
+func (s *scheduler) limitLocked(class Class) int {
+	switch {
+	case s.fixedLimit > 0:
+		return s.fixedLimit
+	case s.ctl.bdp() == 0:
+		return initialLimit
+	}
+	return maxLimit
+}
+
+// outstandingLocked is the bytes requested and not received yet: the
+// expected size of each request in flight less what it has delivered.
+func (s *scheduler) outstandingLocked() (all, ahead float64) {
+	for fl := range s.active {
+		size := float64(fl.hint)
+		if size <= 0 {
+			size = s.ctl.avgSize
+		}
+		rem := max(0, size-float64(fl.recv.Load()))
+		all += rem
+		if fl.class >= ClassRun {
+			ahead += rem
+		}
+	}
+	return all, ahead
+}
+
+// mayStartLocked says whether a prefetch of class may start now. Besides
+// the count limit, it keeps the bytes requested and not yet received under
+// two bandwidth-delay products plus one average object: enough to keep the
+// link busy while each request waits for its first byte, and to let the
+// measured throughput grow if the link is faster than measured so far. Bytes,
+// not requests, because the objects of one store differ in size by orders
+// of magnitude (x and y of a training set), and a request for a tiny object
+// keeps no link busy.
+//
+// Background work is not held back while a reader waits for a demand
+// fetch. That would give the demand request a larger share of the link
+// (TCP shares it per connection), but measured on the WAN harness it costs
+// more in link time than the reader gains: with the pipe at one
+// bandwidth-delay product or less while readers wait, epoch 1 took 5-15%
+// longer (docs/benchmarks.md).
+func (s *scheduler) mayStartLocked(class Class) bool {
+	if s.inFlightLocked() >= s.limitLocked(class) {
+		return false
+	}
+	bdp := s.ctl.bdp()
+	if bdp == 0 || s.fixedLimit > 0 || class == ClassLockstep {
+		return true // unmeasured (count limit only), or wanted next like demand
+	}
+	all, _ := s.outstandingLocked()
+	return all < 2*bdp+s.ctl.avgSize
+}
+
+// dispatchLocked starts queued prefetches, highest class first, while the
+// limit allows.
+func (c *Cache) dispatchLocked() {
+	s := &c.sched
+	for !c.closed {
+		var next *flight
+		for k := ClassLockstep; k < numClasses && next == nil; k++ {
+			q := s.queues[k]
+			for len(q) > 0 && (!q[0].queued || q[0].class != k) {
+				q[0] = nil
+				q = q[1:] // stale: promoted or moved to a higher class
+			}
+			s.queues[k] = q
+			if len(q) > 0 && s.mayStartLocked(k) {
+				next = q[0]
+				q[0] = nil
+				s.queues[k] = q[1:]
+			}
+			if len(q) > 0 && next == nil {
+				return // a higher class waits for a slot: lower ones wait too
+			}
+		}
+		if next == nil {
+			return
+		}
+		s.queued--
+		next.queued = false
+		s.stats.Requests++
+		c.launchLocked(next)
+	}
+}
+
+// promoteLocked makes fl, which a reader now waits for, a demand fetch:
+// started at once if it was queued, counted as demand if it runs.
+func (c *Cache) promoteLocked(fl *flight) {
+	s := &c.sched
+	if fl.class == ClassDemand {
+		return
+	}
+	s.stats.Promoted++
+	if fl.queued {
+		fl.queued = false
+		s.queued--
+		fl.class = ClassDemand
+		c.launchLocked(fl)
+		return
+	}
+	s.running[fl.class]--
+	fl.class = ClassDemand
+	s.running[ClassDemand]++
+}
+
+// launchLocked starts fl's request.
+func (c *Cache) launchLocked(fl *flight) {
+	fl.staleGen = c.staleGen // see MarkStale
+	c.log.Debug("fetch start", "key", fl.key, "class", fl.class, "in_flight", c.sched.inFlightLocked())
+	c.sched.running[fl.class]++
+	if c.sched.active == nil {
+		c.sched.active = map[*flight]struct{}{}
+	}
+	c.sched.active[fl] = struct{}{}
+	c.fetches.Add(1) // under mu with closed false, so never after Close began waiting
+	go c.runFlight(fl)
+}
+
+// flightEndedLocked does the scheduler's part of finishing fl: counters,
+// feeds, and the next dispatch.
+func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
+	s := &c.sched
+	if !fl.queued {
+		s.running[fl.class]--
+		delete(s.active, fl)
+	}
+	if res != nil {
+		c.log.Debug("fetch end", "key", fl.key, "class", fl.class, "bytes", res.size)
+	}
+	if fl.prefetch && res != nil {
+		s.stats.Bytes += res.size
+		if fl.joined {
+			s.stats.LateBytes += res.size
+		}
+	}
+	for _, f := range fl.feeds {
+		f.outstanding--
+		switch {
+		case res != nil:
+			f.progress.DoneKeys++
+			f.progress.DoneBytes += res.size
+			f.progress.FetchedBytes += res.size
+		case err != nil && isNotExist(err):
+			f.progress.DoneKeys++
+			f.progress.MissingKeys++
+		case err != nil:
+			f.progress.FailedKeys++
+			if f.err == nil {
+				f.err = err
+			}
+		default: // unchanged: the entry on disk is current
+			f.progress.DoneKeys++
+		}
+		c.feedCheckDoneLocked(f)
+	}
+	fl.feeds = nil
+	if s.inFlightLocked() == 0 {
+		s.ctl.idle()
+	}
+	c.dispatchLocked()
+	c.kickLocked()
+}
+
+// protectPin is the extra pin a freshly fetched entry gets: one when it was
+// prefetched and no reader has taken it yet.
+func protectPin(fl *flight) int {
+	if fl.prefetch && fl.waiters == 0 {
+		return 1
+	}
+	return 0
+}
+
+// prefetchPlacedLocked records that e, fetched by fl, is on disk; a
+// prefetch nobody read yet stays protected until its first read.
+func (c *Cache) prefetchPlacedLocked(e *entry, fl *flight) {
+	if protectPin(fl) == 0 {
+		return
+	}
+	e.prefetched = true
+	e.protected = true
+	e.unreadElem = c.sched.unread.PushBack(e)
+	c.sched.unreadBytes += e.fileLen
+}
+
+// prefetchNotKeptLocked counts a prefetch that could not be kept.
+func (c *Cache) prefetchNotKeptLocked(fl *flight, res *fetched) {
+	if protectPin(fl) == 1 && res != nil {
+		c.sched.stats.WastedBytes += res.size
+	}
+}
+
+// prefetchReadLocked notes an Open served by e (pinned by that Open): a
+// prefetched entry has proven useful and loses its protection.
+func (c *Cache) prefetchReadLocked(e *entry) {
+	if !e.prefetched {
+		return
+	}
+	e.prefetched = false
+	c.sched.stats.UsedBytes += e.dataLen
+	c.unprotectEntryLocked(e)
+	c.kickLocked() // room for more unread data
+}
+
+func (c *Cache) unprotectEntryLocked(e *entry) {
+	if !e.protected {
+		return
+	}
+	e.protected = false
+	c.sched.unread.Remove(e.unreadElem)
+	e.unreadElem = nil
+	c.sched.unreadBytes -= e.fileLen
+	c.unpinLocked(e)
+}
+
+// prefetchForgetLocked is called when e leaves the index: evicted, removed
+// or superseded.
+func (c *Cache) prefetchForgetLocked(e *entry, evicted bool) {
+	if e.prefetched && evicted {
+		c.sched.stats.WastedBytes += e.dataLen
+	}
+	e.prefetched = false
+	if e.protected {
+		e.protected = false
+		c.sched.unread.Remove(e.unreadElem)
+		e.unreadElem = nil
+		c.sched.unreadBytes -= e.fileLen
+		e.pins--
+	}
+}
+
+// unprotectOldestLocked lifts the protection of the oldest unread
+// prefetched entries, at least need bytes of them, so that a reader's own
+// data can be kept; it reports whether it lifted any.
+func (c *Cache) unprotectOldestLocked(need int64) bool {
+	lifted := false
+	for need > 0 {
+		el := c.sched.unread.Front()
+		if el == nil {
+			break
+		}
+		e := el.Value.(*entry)
+		need -= e.fileLen
+		e.protected = false
+		c.sched.unread.Remove(el)
+		e.unreadElem = nil
+		c.sched.unreadBytes -= e.fileLen
+		e.pins-- // no shrink here: the caller shrinks once
+		lifted = true
+	}
+	return lifted
+}
+
+// noteStall records how long an Open waited for a fetch.
+func (c *Cache) noteStall(d time.Duration) {
+	s := &c.sched
+	s.stalls.Add(1)
+	s.stallNs.Add(int64(d))
+	for {
+		m := s.stallMax.Load()
+		if int64(d) <= m || s.stallMax.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// PrefetchStats reports the prefetcher's counters and state.
+func (c *Cache) PrefetchStats() PrefetchStats {
+	c.mu.Lock()
+	s := &c.sched
+	st := s.stats
+	st.Queued = s.queued
+	st.InFlight = s.inFlightLocked()
+	st.Limit = s.limitLocked(ClassLockstep)
+	st.PipeBytes = int64(s.ctl.bdp())
+	st.ThroughputBps = s.ctl.maxRate()
+	st.LatencyMs = float64(s.ctl.minLatency()) / float64(time.Millisecond)
+	st.UnreadBytes = s.unreadBytes
+	st.Feeds = len(s.feeds)
+	c.mu.Unlock()
+	st.Stalls = s.stalls.Load()
+	st.StallTime = s.stallNs.Load()
+	st.DemandWaitMax = s.stallMax.Load()
+	return st
+}
+
+// meteredWriter passes a fetch's bytes on while noting when the first one
+// came and counting them for the throughput.
+type meteredWriter struct {
+	w       io.Writer
+	first   time.Time
+	written int64
+	total   *atomic.Int64
+	fl      *atomic.Int64 // the flight's own count; nil if none
+}
+
+func (m *meteredWriter) Write(p []byte) (int, error) {
+	if m.first.IsZero() {
+		m.first = time.Now()
+	}
+	n, err := m.w.Write(p)
+	m.written += int64(n)
+	m.total.Add(int64(n))
+	if m.fl != nil {
+		m.fl.Add(int64(n))
+	}
+	return n, err
+}
+
+// metered wraps get, the request of fl (nil for a revalidation), so the
+// controller learns its latency and size and the scheduler its progress.
+func (c *Cache) metered(fl *flight, get getFunc) getFunc {
+	return func(w io.Writer) (string, bool, error) {
+		start := time.Now()
+		mw := &meteredWriter{w: w, total: &c.sched.delivered}
+		if fl != nil {
+			fl.recv.Store(0) // a retry starts over
+			mw.fl = &fl.recv
+		}
+		v, changed, err := get(mw)
+		if err == nil && !mw.first.IsZero() {
+			now := time.Now()
+			c.mu.Lock()
+			c.sched.ctl.observe(now, mw.first.Sub(start), mw.written, c.sched.delivered.Load())
+			c.mu.Unlock()
+		}
+		return v, changed, err
+	}
+}
+
+func (s *scheduler) inFlightLocked() int {
+	n := 0
+	for _, r := range s.running {
+		n += r
+	}
+	return n
+}

@@ -1,0 +1,270 @@
+package cache
+
+// Background feeds and the dispatcher goroutine that pulls them. Locking as
+// in sched.go: state under Cache.mu, Feed.next called with no lock held.
+
+import (
+	"errors"
+	"io/fs"
+)
+
+// FeedProgress is how far a Feed has got.
+type FeedProgress struct {
+	DoneKeys     int64 `json:"done_keys"`     // keys on disk now (fetched, already cached) or missing on the origin
+	DoneBytes    int64 `json:"done_bytes"`    // bytes of those keys
+	FetchedBytes int64 `json:"fetched_bytes"` // bytes this feed's requests brought in
+	MissingKeys  int64 `json:"missing_keys"`  // keys the origin does not have (fill_value chunks)
+	FailedKeys   int64 `json:"failed_keys"`   // keys whose fetch failed
+	Pending      int   `json:"pending"`       // keys queued or in flight
+	Finished     bool  `json:"finished"`      // every key was handed out and has ended
+	Cancelled    bool  `json:"cancelled"`
+}
+
+// Feed hands out keys to prefetch at background priority, one at a time as
+// request slots free up, and tracks them until they are on disk.
+type Feed struct {
+	c    *Cache
+	next func() (Want, bool)
+	done chan struct{}
+
+	// Guarded by Cache.mu.
+	exhausted   bool // next returned ok == false
+	cancelled   bool
+	closed      bool // done is closed
+	outstanding int  // flights counting this feed
+	progress    FeedProgress
+	err         error // the first failure
+}
+
+// AddFeed starts pulling keys from next in the background: each key is
+// fetched like a Prefetch at ClassBackground, as slots free up and while
+// there is room for unread prefetched data. next is called from one
+// goroutine, never with the cache's lock held, and must not block; it
+// returns ok == false when it has no more keys.
+func (c *Cache) AddFeed(next func() (Want, bool)) *Feed {
+	f := &Feed{c: c, next: next, done: make(chan struct{})}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		f.cancelled = true
+		c.feedCheckDoneLocked(f)
+		return f
+	}
+	c.sched.feeds = append(c.sched.feeds, f)
+	c.startDispatcherLocked()
+	c.kickLocked()
+	return f
+}
+
+// Done is closed once every key of the feed has been fetched, found cached
+// or missing, or failed, or once the feed is cancelled and its requests
+// have ended.
+func (f *Feed) Done() <-chan struct{} { return f.done }
+
+// Cancel stops handing out keys; fetches already started go on and land
+// in the cache.
+func (f *Feed) Cancel() {
+	f.c.mu.Lock()
+	defer f.c.mu.Unlock()
+	f.cancelled = true
+	f.c.dropFeedLocked(f)
+	f.c.feedCheckDoneLocked(f)
+}
+
+// Progress reports how far the feed has got.
+func (f *Feed) Progress() FeedProgress {
+	f.c.mu.Lock()
+	defer f.c.mu.Unlock()
+	p := f.progress
+	p.Pending = f.outstanding
+	p.Finished = f.closed && !f.cancelled
+	p.Cancelled = f.cancelled
+	return p
+}
+
+// Err is the first fetch failure of the feed (other than a missing key), or nil.
+func (f *Feed) Err() error {
+	f.c.mu.Lock()
+	defer f.c.mu.Unlock()
+	return f.err
+}
+
+func (c *Cache) feedCheckDoneLocked(f *Feed) {
+	if !f.closed && (f.exhausted || f.cancelled) && f.outstanding == 0 {
+		f.closed = true
+		close(f.done)
+	}
+}
+
+func (c *Cache) dropFeedLocked(f *Feed) {
+	feeds := c.sched.feeds
+	for i, g := range feeds {
+		if g == f {
+			c.sched.feeds = append(feeds[:i:i], feeds[i+1:]...)
+			return
+		}
+	}
+}
+
+// startDispatcherLocked starts the dispatcher goroutine on first use, so a
+// cache that never prefetches runs none.
+func (c *Cache) startDispatcherLocked() {
+	s := &c.sched
+	if s.started || c.closed {
+		return
+	}
+	s.started = true
+	s.kick = make(chan struct{}, 1)
+	c.fetches.Add(1)
+	go c.dispatcher()
+}
+
+func (c *Cache) kickLocked() {
+	if c.sched.kick == nil {
+		return
+	}
+	select {
+	case c.sched.kick <- struct{}{}:
+	default:
+	}
+}
+
+// dispatcher pulls keys from the feeds whenever slots free up, until the
+// cache closes.
+func (c *Cache) dispatcher() {
+	defer c.fetches.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.sched.kick:
+		}
+		c.pullFeeds()
+	}
+}
+
+// pullFeeds queues keys from the feeds, round robin, while background slots
+// and prefetch room are free.
+func (c *Cache) pullFeeds() {
+	for c.ctx.Err() == nil {
+		c.mu.Lock()
+		c.dispatchLocked()
+		f, room := c.feedToPullLocked()
+		c.mu.Unlock()
+		if f == nil || room <= 0 {
+			return
+		}
+		queued := 0
+		for queued < room && c.ctx.Err() == nil {
+			w, ok := f.next() // the caller's code: no lock held
+			c.mu.Lock()
+			switch {
+			case f.cancelled:
+				ok = false
+			case !ok:
+				f.exhausted = true
+				c.dropFeedLocked(f)
+				c.feedCheckDoneLocked(f)
+			default:
+				res, size := c.prefetchLocked(w, ClassBackground, f)
+				switch res {
+				case PrefetchQueued:
+					queued++
+					c.dispatchLocked()
+				case PrefetchPresent:
+					if size >= 0 { // cached; else in flight, counted when it ends
+						f.progress.DoneKeys++
+						f.progress.DoneBytes += size
+					}
+				case PrefetchMissing:
+					f.progress.DoneKeys++
+					f.progress.MissingKeys++
+				case PrefetchRefused:
+					// No room: put the key back by remembering it, and
+					// wait for reads (or Close) to make room.
+					f.pushBack(w)
+					ok = false
+					room = 0
+				}
+			}
+			c.mu.Unlock()
+			if !ok {
+				break
+			}
+		}
+		if room == 0 {
+			return
+		}
+	}
+}
+
+// pushBack makes the next call of f.next return key again. Guarded by
+// Cache.mu (next is only called by the dispatcher, which holds no lock while
+// calling it, and pushBack runs on the dispatcher too).
+func (f *Feed) pushBack(w Want) {
+	inner := f.next
+	used := false
+	f.next = func() (Want, bool) {
+		if !used {
+			used = true
+			f.next = inner
+			return w, true
+		}
+		return inner()
+	}
+}
+
+// feedToPullLocked picks the next feed to pull from and how many keys it
+// may queue now: none while background fetches wait in the queue, while
+// the background share of the limit is in use, or without prefetch room.
+func (c *Cache) feedToPullLocked() (*Feed, int) {
+	s := &c.sched
+	if len(s.feeds) == 0 || c.closed {
+		return nil, 0
+	}
+	for _, fl := range s.queues[ClassBackground] {
+		if fl.queued && fl.class == ClassBackground {
+			return nil, 0
+		}
+	}
+	room := s.limitLocked(ClassBackground) - s.inFlightLocked()
+	if room <= 0 || !c.prefetchRoomLocked() {
+		return nil, 0
+	}
+	s.feedRR = (s.feedRR + 1) % len(s.feeds)
+	return s.feeds[s.feedRR], room
+}
+
+// closeSchedLocked ends what Close must end: queued flights fail with
+// ErrClosed, feeds are cancelled.
+func (c *Cache) closeSchedLocked() {
+	s := &c.sched
+	for k := range s.queues {
+		for _, fl := range s.queues[k] {
+			if fl == nil || !fl.queued {
+				continue
+			}
+			fl.queued = false
+			s.queued--
+			if c.flights[fl.id] == fl {
+				delete(c.flights, fl.id)
+			}
+			fl.err = ErrClosed
+			for _, f := range fl.feeds {
+				f.outstanding--
+			}
+			fl.feeds = nil
+			close(fl.done)
+		}
+		s.queues[k] = nil
+	}
+	for _, f := range s.feeds {
+		f.cancelled = true
+	}
+	for _, f := range s.feeds {
+		c.feedCheckDoneLocked(f)
+	}
+	s.feeds = nil
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -1,0 +1,758 @@
+package fusefs
+
+// The readahead planner: the policy half of prefetching (the mechanism —
+// priorities, concurrency, protection of unread data — is cache's
+// scheduler). It watches chunk lookups and opens and predicts, from the
+// chunk grid, what the reader asks for next:
+//
+//   - Lockstep. Arrays of one group that share the leading dimension and its
+//     chunking (x and y; the variables of an xarray Dataset along time) are
+//     read together: a chunk of slab i of one predicts all chunks of slab i
+//     of the others (and the rest of its own slab along the other axes).
+//   - Runs. Ascending, descending or strided slab indices form a stream whose
+//     window (slabs fetched ahead) starts small and doubles with every
+//     confirmed step, up to a byte budget; an access no stream predicted
+//     halves the window of the most recent one. Up to maxStreams streams per
+//     group, so interleaved readers each keep theirs.
+//   - Shuffled epochs. When an access continues no stream and the arrays
+//     being read fit the cache, the rest of them is fetched in the
+//     background (a cache Feed), so the epoch is bounded by the link rather
+//     than by one round trip per chunk. It starts only once the order has
+//     been seen to be non-sequential, so the first reads get the whole link.
+//     When the arrays do not fit, only predictions are fetched, and the
+//     cache never evicts unread prefetched data to make room for more.
+//
+// Lock order: planner.mu is held only while deciding; it is never held while
+// calling the cache (which may call the planner's feed generators from its
+// dispatcher goroutine, without its own lock).
+
+import (
+	"log/slog"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+// Planner tuning.
+const (
+	maxStreams = 4 // run streams per lockstep group
+	// maxStride is the largest slab step that starts a stream after two
+	// accesses; larger steps start one only as a miss. Small, so that a
+	// shuffled order rarely looks like a run.
+	maxStride = 4
+	// recentSlabs is how many distinct slabs per group count as "being read
+	// now": an access to one of them (another array of the same slab) is not
+	// a new step of the reader.
+	recentSlabs = 4
+	// inactiveAfter: an array of a group not read during this many slab
+	// visits is left out of lockstep predictions and fills.
+	inactiveAfter = 4
+	// maxChunksPerSlab bounds the chunks one slab prediction asks for.
+	maxChunksPerSlab = 4096
+	// fillShare is the part of the cache budget the arrays of a shuffled
+	// group may take for a background fill.
+	fillShare = 0.9
+	// decayEvery halves a group's hit and miss counts after this many visits.
+	decayEvery = 64
+	// Small arrays (coordinates: time, lat, lon) are fetched when the mount
+	// starts, because xarray reads them all when it opens a Dataset.
+	smallArrayBytes  = 1 << 20
+	smallArrayChunks = 4
+	smallWarmMax     = 64
+)
+
+// prefetchSink is what the planner needs from the cache.
+type prefetchSink interface {
+	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	StartFeed(next func() (cache.Want, bool)) feedHandle
+}
+
+// feedHandle is a running background feed (*cache.Feed).
+type feedHandle interface {
+	Cancel()
+	Done() <-chan struct{}
+	Progress() cache.FeedProgress
+}
+
+// cacheSink adapts *cache.Cache to prefetchSink.
+type cacheSink struct{ c *cache.Cache }
+
+func (s cacheSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+	return s.c.Prefetch(w, class)
+}
+
+func (s cacheSink) StartFeed(next func() (cache.Want, bool)) feedHandle {
+	return s.c.AddFeed(next)
+}
+
+// planner is the readahead policy of one mount.
+type planner struct {
+	sink prefetchSink
+	// manifest is the store's manifest (nil without one); atomic because
+	// want reads it outside mu while a refresh may rebuild.
+	manifest  atomic.Pointer[remote.Manifest]
+	budget    int64 // cache budget in bytes
+	runBudget int64 // bytes one run window may cover
+	log       *slog.Logger
+
+	mu     sync.Mutex
+	store  *Store // the version of the store the groups were built from
+	arrays map[*zarr.Node]*arrayInfo
+	groups []*lockGroup
+	stats  PlannerStats
+	closed bool
+}
+
+// PlannerStats count the planner's decisions.
+type PlannerStats struct {
+	LockstepRequests int64 `json:"lockstep_requests"` // chunks asked for because a sibling read their slab
+	RunRequests      int64 `json:"run_requests"`      // chunks asked for ahead of a run
+	RunsConfirmed    int64 `json:"runs_confirmed"`    // accesses a run predicted
+	Misses           int64 `json:"unpredicted"`       // slab accesses no run predicted
+	FillsStarted     int64 `json:"fills_started"`     // background fills of shuffled groups
+	FillsCancelled   int64 `json:"fills_cancelled"`   // fills stopped because runs explained the order
+	FillsTooLarge    int64 `json:"fills_too_large"`   // shuffled groups larger than the cache: predictions only
+}
+
+// arrayInfo is the planner's view of one array.
+type arrayInfo struct {
+	node    *zarr.Node
+	group   *lockGroup
+	grid    []int64
+	perSlab int64 // chunks per slab: product of the grid past the leading axis
+	// Observed object sizes (from lookups), for estimates without a manifest.
+	sizeSum, sizeN int64
+	lastVisit      int64 // group visit count when last read; -1 never
+	manifestTotal  int64 // bytes of its chunks per the manifest; -1 not computed
+	// altSep: chunk keys use "/" although ChunkKey spells "." (a v2 array
+	// without dimension_separator). Atomic: feeds read it without planner.mu.
+	altSep atomic.Bool
+}
+
+func (a *arrayInfo) avgSize() float64 {
+	if a.sizeN == 0 {
+		return 0
+	}
+	return float64(a.sizeSum) / float64(a.sizeN)
+}
+
+// chunkKey is the store key of the chunk at coords.
+func (a *arrayInfo) chunkKey(coords []int64) string {
+	keys := a.node.Array.ChunkKeys(coords)
+	if len(keys) == 0 {
+		return ""
+	}
+	k := keys[0]
+	if a.altSep.Load() && len(keys) > 1 {
+		k = keys[1]
+	}
+	return path.Join(a.node.Path, k)
+}
+
+// lockGroup is a set of arrays read in lockstep along their leading axis.
+type lockGroup struct {
+	arrays  []*arrayInfo
+	nslabs  int64
+	visits  int64              // distinct-slab accesses so far
+	recent  [recentSlabs]int64 // last distinct slabs, most recent at visits%recentSlabs
+	streams []*stream
+	hits    int64
+	misses  int64
+	fill    feedHandle // background fill in progress, or nil
+	filled  bool       // a fill ran (or was refused as too large): not again
+}
+
+// stream is one run of slab accesses.
+type stream struct {
+	last   int64
+	stride int64 // 0 while only one access is known
+	window int64 // slabs fetched ahead
+	issued int64 // furthest slab asked for, in the stride's direction
+	used   int64 // group visit of its last hit, for LRU replacement
+}
+
+func newPlanner(store *Store, sink prefetchSink, budget int64, log *slog.Logger) *planner {
+	p := &planner{
+		sink:      sink,
+		budget:    budget,
+		runBudget: max(4<<20, min(budget/4, 256<<20)),
+		log:       log,
+	}
+	p.buildLocked(store)
+	return p
+}
+
+// buildLocked (re)builds the arrays and groups from a version of the store,
+// forgetting what was learnt; it returns the fills to cancel.
+func (p *planner) buildLocked(store *Store) (stale []feedHandle) {
+	for _, g := range p.groups {
+		if g.fill != nil {
+			stale = append(stale, g.fill)
+		}
+	}
+	p.store = store
+	p.manifest.Store(store.Manifest)
+	p.arrays = map[*zarr.Node]*arrayInfo{}
+	p.groups = nil
+	groups := map[string]*lockGroup{}
+	var order []string
+	_ = store.Tree.Walk(func(n *zarr.Node) error {
+		if n.Kind != zarr.KindArray || n.Array == nil || len(n.Array.Shape) == 0 || n.Array.NumChunks() <= 0 {
+			return nil
+		}
+		a := &arrayInfo{node: n, grid: n.Array.GridShape(), perSlab: 1, manifestTotal: -1, lastVisit: -1}
+		for _, g := range a.grid[1:] {
+			a.perSlab *= g
+		}
+		parent := path.Dir(n.Path)
+		gk := parent + "\x00" + strconv.FormatInt(n.Array.Shape[0], 10) + "\x00" + strconv.FormatInt(n.Array.ChunkShape[0], 10)
+		g := groups[gk]
+		if g == nil {
+			g = &lockGroup{nslabs: a.grid[0]}
+			groups[gk] = g
+			order = append(order, gk)
+		}
+		a.group = g
+		g.arrays = append(g.arrays, a)
+		p.arrays[n] = a
+		return nil
+	})
+	for _, gk := range order {
+		p.groups = append(p.groups, groups[gk])
+	}
+	return stale
+}
+
+// slabReq is a slab to ask for at a class.
+type slabReq struct {
+	slab  int64
+	class cache.Class
+}
+
+// access notes a lookup or open of the chunk at coords of arr (key as the
+// reader named it) in store (the version the file system resolved it in)
+// and asks the cache for what it predicts.
+func (p *planner) access(store *Store, arr *zarr.Node, coords []int64, key string) {
+	if p == nil || len(coords) == 0 || store == nil {
+		return
+	}
+	p.mu.Lock()
+	if store != p.store && !p.closed {
+		// The store was refreshed: its arrays may have new shapes.
+		stale := p.buildLocked(store)
+		p.mu.Unlock()
+		for _, f := range stale {
+			f.Cancel()
+		}
+		p.mu.Lock()
+	}
+	a := p.arrays[arr]
+	if a == nil || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	if !a.altSep.Load() && strings.Contains(strings.TrimPrefix(key, arr.Path+"/"), "/") && !strings.Contains(arr.Array.ChunkKey(coords), "/") {
+		a.altSep.Store(true)
+	}
+	g := a.group
+	s := coords[0]
+	a.lastVisit = g.visits
+	if g.isRecent(s) {
+		p.mu.Unlock()
+		return
+	}
+	reqs, startFill, cancelFill := p.visitLocked(g, s)
+	a.lastVisit = g.visits
+	active := g.activeArrays()
+	var fillArrays []*arrayInfo
+	if startFill {
+		fillArrays = active
+	}
+	p.mu.Unlock()
+
+	if cancelFill != nil {
+		cancelFill.Cancel()
+	}
+	// Lockstep: the rest of this slab, every active array.
+	p.askSlab(active, s, cache.ClassLockstep, key)
+	for _, r := range reqs {
+		p.askSlab(active, r.slab, r.class, "")
+	}
+	if startFill {
+		p.startFill(g, fillArrays)
+	}
+}
+
+// observeSize records the size of an object of arr learnt at lookup.
+func (p *planner) observeSize(arr *zarr.Node, size int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if a := p.arrays[arr]; a != nil {
+		a.sizeSum += size
+		a.sizeN++
+	}
+	p.mu.Unlock()
+}
+
+func (g *lockGroup) isRecent(s int64) bool {
+	for i := int64(0); i < min(g.visits, recentSlabs); i++ {
+		if g.recent[(g.visits-1-i)%recentSlabs] == s {
+			return true
+		}
+	}
+	return false
+}
+
+// activeArrays are the arrays of g read lately. At the first slab the
+// reader visits, all of them are: that is the lockstep guess. From the
+// second on, only those it read in the last inactiveAfter slabs.
+func (g *lockGroup) activeArrays() []*arrayInfo {
+	var out []*arrayInfo
+	for _, a := range g.arrays {
+		if g.isActive(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (g *lockGroup) isActive(a *arrayInfo) bool {
+	return g.visits <= 1 || (a.lastVisit >= 0 && g.visits-a.lastVisit <= inactiveAfter)
+}
+
+// visitLocked takes a step of the reader to slab s: it updates the streams
+// and says which slabs to ask for ahead, and whether to start or cancel the
+// background fill.
+func (p *planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill bool, cancelFill feedHandle) {
+	g.recent[g.visits%recentSlabs] = s
+	g.visits++
+	if g.visits%decayEvery == 0 {
+		g.hits /= 2
+		g.misses /= 2
+	}
+	first := len(g.streams) == 0
+	st := g.match(s)
+	switch {
+	case st != nil:
+		g.hits++
+		p.stats.RunsConfirmed++
+	case first:
+		st = &stream{last: s, used: g.visits}
+		if s == 0 {
+			// Reading from the start is the usual beginning of a pass.
+			st.stride, st.window = 1, 1
+		}
+		g.streams = append(g.streams, st)
+	default:
+		g.misses++
+		p.stats.Misses++
+		if mru := g.mostRecent(); mru != nil {
+			mru.window = max(1, mru.window/2)
+		}
+		st = &stream{last: s, used: g.visits}
+		if s == 0 {
+			st.stride, st.window = 1, 1
+		}
+		g.addStream(st)
+	}
+	if st.stride != 0 {
+		reqs = p.runAhead(g, st)
+	}
+
+	switch {
+	case g.fill != nil && g.hits >= 4 && g.hits > 2*g.misses:
+		// The order turned out to be runs (interleaved readers, say): their
+		// windows fetch what is needed.
+		cancelFill = g.fill
+		g.fill = nil
+		p.stats.FillsCancelled++
+	case g.fill == nil && !g.filled && g.visits >= 2 && st.stride == 0 && g.misses > 0:
+		g.filled = true
+		if p.fitsLocked(g) {
+			startFill = true
+			p.stats.FillsStarted++
+		} else {
+			p.stats.FillsTooLarge++
+		}
+	}
+	return reqs, startFill, cancelFill
+}
+
+// match finds the stream that predicted slab s and advances it.
+func (g *lockGroup) match(s int64) *stream {
+	for _, st := range g.streams {
+		d := s - st.last
+		switch {
+		case d == 0:
+		case st.stride == 0:
+			if d < -maxStride || d > maxStride {
+				continue
+			}
+			// A second point: a tentative run, one step ahead; a unit step
+			// (the common case) two.
+			st.stride, st.window = d, 1
+			if d == 1 {
+				st.window = 2
+			}
+			st.issued = s
+		case d == st.stride:
+			st.window *= 2
+		case d%st.stride == 0 && d/st.stride > 0 && d/st.stride <= st.window:
+			// A skip ahead inside the window still follows the run.
+		default:
+			continue
+		}
+		st.last = s
+		st.used = g.visits
+		return st
+	}
+	return nil
+}
+
+func (g *lockGroup) mostRecent() *stream {
+	var m *stream
+	for _, st := range g.streams {
+		if m == nil || st.used > m.used {
+			m = st
+		}
+	}
+	return m
+}
+
+func (g *lockGroup) addStream(st *stream) {
+	if len(g.streams) < maxStreams {
+		g.streams = append(g.streams, st)
+		return
+	}
+	lru := 0
+	for i, o := range g.streams {
+		if o.used < g.streams[lru].used {
+			lru = i
+		}
+	}
+	g.streams[lru] = st
+}
+
+// runAhead caps st's window at the run budget and returns the slabs of the
+// window not asked for yet.
+func (p *planner) runAhead(g *lockGroup, st *stream) []slabReq {
+	slabBytes := p.slabBytesLocked(g)
+	maxWindow := int64(64)
+	if slabBytes > 0 {
+		maxWindow = max(1, min(1024, int64(float64(p.runBudget)/slabBytes)))
+	}
+	st.window = max(1, min(st.window, maxWindow))
+	end := st.last + st.window*st.stride
+	from := st.last + st.stride
+	if (st.stride > 0 && st.issued >= from) || (st.stride < 0 && st.issued <= from) {
+		from = st.issued + st.stride
+	}
+	var reqs []slabReq
+	for s := from; (st.stride > 0 && s <= end) || (st.stride < 0 && s >= end); s += st.stride {
+		if s < 0 || s >= g.nslabs {
+			break
+		}
+		reqs = append(reqs, slabReq{slab: s, class: cache.ClassRun})
+		st.issued = s
+	}
+	return reqs
+}
+
+// slabBytesLocked estimates the bytes of one slab of g's active arrays.
+func (p *planner) slabBytesLocked(g *lockGroup) float64 {
+	var total float64
+	for _, a := range g.activeArrays() {
+		total += p.chunkEstimateLocked(a) * float64(a.perSlab)
+	}
+	return total
+}
+
+// chunkEstimateLocked is an array's average object size: observed, or the
+// group's, or a decoded upper bound.
+func (p *planner) chunkEstimateLocked(a *arrayInfo) float64 {
+	if avg := a.avgSize(); avg > 0 {
+		return avg
+	}
+	if a.manifestTotal > 0 {
+		return float64(a.manifestTotal) / float64(a.node.Array.NumChunks())
+	}
+	n := float64(itemSize(a.node.Array.DataType))
+	for _, c := range a.node.Array.ChunkShape {
+		n *= float64(c)
+	}
+	return n
+}
+
+// fitsLocked says whether g's active arrays fit the fill's share of the cache.
+func (p *planner) fitsLocked(g *lockGroup) bool {
+	var total float64
+	for _, a := range g.activeArrays() {
+		total += p.arrayBytesLocked(a)
+	}
+	return total <= fillShare*float64(p.budget)
+}
+
+// arrayBytesLocked is the bytes of all of a's chunks: exact from the
+// manifest, else the observed average times the number of chunks.
+func (p *planner) arrayBytesLocked(a *arrayInfo) float64 {
+	if m := p.manifest.Load(); m != nil {
+		if a.manifestTotal < 0 {
+			a.manifestTotal = manifestBytes(m, a.node.Path)
+		}
+		return float64(a.manifestTotal)
+	}
+	return p.chunkEstimateLocked(a) * float64(a.node.Array.NumChunks())
+}
+
+// manifestBytes sums the sizes of the objects below dir, metadata included
+// (it is small).
+func manifestBytes(m *remote.Manifest, dir string) int64 {
+	var total int64
+	var walk func(d string)
+	walk = func(d string) {
+		for _, e := range m.Children(d) {
+			k := path.Join(d, e.Name)
+			if e.IsDir {
+				walk(k)
+				continue
+			}
+			if size, _, ok := m.Lookup(k); ok {
+				total += size
+			}
+		}
+	}
+	walk(dir)
+	return total
+}
+
+// itemSize guesses the bytes per element from a v2 dtype ("<f4") or a v3
+// data type name ("float32"); 8 when unknown.
+func itemSize(dtype string) int64 {
+	end := len(dtype)
+	start := end
+	for start > 0 && dtype[start-1] >= '0' && dtype[start-1] <= '9' {
+		start--
+	}
+	n, err := strconv.Atoi(dtype[start:end])
+	if err != nil || n <= 0 {
+		if dtype == "bool" || dtype == "|b1" {
+			return 1
+		}
+		return 8
+	}
+	if strings.HasPrefix(dtype, "<") || strings.HasPrefix(dtype, ">") || strings.HasPrefix(dtype, "|") {
+		return int64(n) // v2: bytes
+	}
+	return int64(max(1, n/8)) // v3: bits
+}
+
+// askSlab asks the cache for every chunk of slab s of arrays at class,
+// except skip (the chunk the reader is asking for itself).
+func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip string) {
+	for _, a := range arrays {
+		if s >= a.grid[0] {
+			continue
+		}
+		p.mu.Lock()
+		est := int64(p.chunkEstimateLocked(a))
+		p.mu.Unlock()
+		n := 0
+		forSlabChunks(a, s, func(coords []int64) bool {
+			key := a.chunkKey(coords)
+			if key != "" && key != skip {
+				p.ask(key, est, class)
+			}
+			n++
+			return n < maxChunksPerSlab
+		})
+	}
+}
+
+// ask asks the cache for key (of about est bytes) at class; with a
+// manifest, only keys that exist, at their version and size.
+func (p *planner) ask(key string, est int64, class cache.Class) {
+	w, ok := p.want(key, est)
+	if !ok {
+		return // a fill_value chunk: nothing stored
+	}
+	if p.sink.Prefetch(w, class) == cache.PrefetchQueued {
+		p.mu.Lock()
+		switch class {
+		case cache.ClassLockstep:
+			p.stats.LockstepRequests++
+		case cache.ClassRun:
+			p.stats.RunRequests++
+		}
+		p.mu.Unlock()
+	}
+}
+
+// want describes key for the cache: from the manifest when there is one
+// (false if it lists no such key), else with the estimated size.
+func (p *planner) want(key string, est int64) (cache.Want, bool) {
+	m := p.manifest.Load()
+	if m == nil {
+		return cache.Want{Key: key, Size: est}, true
+	}
+	size, version, ok := m.Lookup(key)
+	return cache.Want{Key: key, Version: version, Size: size}, ok
+}
+
+// forSlabChunks calls fn with the coordinates of each chunk of slab s of a,
+// in C order, until fn returns false.
+func forSlabChunks(a *arrayInfo, s int64, fn func([]int64) bool) {
+	coords := make([]int64, len(a.grid))
+	coords[0] = s
+	for {
+		if !fn(append([]int64(nil), coords...)) {
+			return
+		}
+		i := len(coords) - 1
+		for ; i >= 1; i-- {
+			coords[i]++
+			if coords[i] < a.grid[i] {
+				break
+			}
+			coords[i] = 0
+		}
+		if i < 1 {
+			return
+		}
+	}
+}
+
+// startFill starts the background fill of g's active arrays: every chunk,
+// slab by slab, lowest first.
+func (p *planner) startFill(g *lockGroup, arrays []*arrayInfo) {
+	next := p.slabFeed(arrays, 0, g.nslabs)
+	h := p.sink.StartFeed(next)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		h.Cancel()
+		return
+	}
+	g.fill = h
+	p.mu.Unlock()
+	p.log.Debug("prefetch: shuffled reads; filling the cache in the background", "arrays", len(arrays), "slabs", g.nslabs)
+}
+
+// slabFeed returns a generator of the keys of slabs [lo, hi) of arrays, slab
+// by slab, leaving out arrays the reader stopped reading; with a manifest it
+// skips keys that do not exist. It is called by the cache's dispatcher only,
+// which holds no lock of its own then.
+func (p *planner) slabFeed(arrays []*arrayInfo, lo, hi int64) func() (cache.Want, bool) {
+	s := lo
+	ai := 0
+	var est int64
+	var pending [][]int64 // chunks of the current (slab, array) not handed out yet
+	return func() (cache.Want, bool) {
+		for {
+			if len(pending) > 0 {
+				coords := pending[0]
+				pending = pending[1:]
+				if w, ok := p.want(arrays[ai-1].chunkKey(coords), est); ok {
+					return w, true
+				}
+				continue
+			}
+			if ai >= len(arrays) {
+				ai = 0
+				s++
+			}
+			if s >= hi || len(arrays) == 0 {
+				return cache.Want{}, false
+			}
+			a := arrays[ai]
+			ai++
+			p.mu.Lock()
+			skip := !a.group.isActive(a) // the reader stopped reading it
+			est = int64(p.chunkEstimateLocked(a))
+			p.mu.Unlock()
+			if skip || s >= a.grid[0] {
+				continue
+			}
+			forSlabChunks(a, s, func(c []int64) bool {
+				pending = append(pending, c)
+				return len(pending) < maxChunksPerSlab
+			})
+		}
+	}
+}
+
+// warmSmallArrays asks for every chunk of the store's small arrays
+// (coordinate variables that xarray reads whole when it opens a Dataset),
+// at most smallWarmMax of them.
+func (p *planner) warmSmallArrays() {
+	if p == nil {
+		return
+	}
+	var keys []string
+	var est []int64
+	p.mu.Lock()
+	for _, a := range p.arrays {
+		n := a.node.Array.NumChunks()
+		if n > smallArrayChunks {
+			continue
+		}
+		bytes := float64(itemSize(a.node.Array.DataType))
+		for _, d := range a.node.Array.Shape {
+			bytes *= float64(d)
+		}
+		if bytes > smallArrayBytes {
+			continue
+		}
+		for s := int64(0); s < a.grid[0]; s++ {
+			forSlabChunks(a, s, func(c []int64) bool {
+				keys = append(keys, a.chunkKey(c))
+				est = append(est, int64(p.chunkEstimateLocked(a)))
+				return len(keys) < smallWarmMax
+			})
+		}
+		if len(keys) >= smallWarmMax {
+			break
+		}
+	}
+	p.mu.Unlock()
+	for i, k := range keys {
+		p.ask(k, est[i], cache.ClassLockstep)
+	}
+}
+
+// close stops the fills.
+func (p *planner) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.closed = true
+	var fills []feedHandle
+	for _, g := range p.groups {
+		if g.fill != nil {
+			fills = append(fills, g.fill)
+			g.fill = nil
+		}
+	}
+	p.mu.Unlock()
+	for _, f := range fills {
+		f.Cancel()
+	}
+}
+
+// Stats returns the planner's counters.
+func (p *planner) Stats() PlannerStats {
+	if p == nil {
+		return PlannerStats{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}

@@ -1,0 +1,406 @@
+package fusefs
+
+// Explicit prefetch (`zarrfs prefetch`): warm a subtree of the store — the
+// whole store, a group, an array, or a range of chunk indices of an array —
+// through the running mount, as a background feed of the cache. And the
+// prefetch counters of a Session.
+//
+// Locking: Session.jobsMu guards the job table only; it is never held while
+// calling the cache or the planner.
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+// ErrNoSuchPath: a prefetch target names nothing in the store.
+var ErrNoSuchPath = errors.New("no such group, array or chunk in the store")
+
+// ErrBadRange: a prefetch target's chunk index range does not fit the array.
+var ErrBadRange = errors.New("bad chunk index range")
+
+// PrefetchStats are a mount's prefetch counters: the cache's scheduler, the
+// planner's decisions and explicit jobs.
+type PrefetchStats struct {
+	cache.PrefetchStats
+	Planner PlannerStats `json:"planner"`
+	Jobs    int          `json:"explicit_jobs"` // explicit prefetches running
+}
+
+// PrefetchStats returns the mount's prefetch counters.
+func (m *Session) PrefetchStats() PrefetchStats {
+	st := PrefetchStats{PrefetchStats: m.cache.PrefetchStats(), Planner: m.fs.planner.Stats()}
+	m.jobsMu.Lock()
+	for _, j := range m.jobs {
+		select {
+		case <-j.feed.Done():
+		default:
+			st.Jobs++
+		}
+	}
+	m.jobsMu.Unlock()
+	return st
+}
+
+// PrefetchTarget is what to warm: a store path ("" = the whole store; a
+// group, an array, or one chunk key) and, for an array, optional ranges of
+// chunk indices [lo, hi) along its leading dimensions (the rest whole).
+type PrefetchTarget struct {
+	Path   string     `json:"path"`
+	Ranges [][2]int64 `json:"ranges,omitempty"`
+}
+
+// PrefetchProgress is the state of an explicit prefetch.
+type PrefetchProgress struct {
+	ID         int     `json:"id"`
+	Keys       int64   `json:"keys"`            // chunk keys it covers
+	Bytes      int64   `json:"bytes"`           // their total size: exact with a manifest, else an estimate
+	BytesExact bool    `json:"bytes_exact"`     // Bytes comes from the manifest
+	Elapsed    float64 `json:"elapsed_s"`       // seconds since it started
+	Error      string  `json:"error,omitempty"` // first fetch failure
+	cache.FeedProgress
+}
+
+// prefetchJob is one explicit prefetch.
+type prefetchJob struct {
+	id      int
+	keys    int64
+	bytes   int64
+	exact   bool
+	started time.Time
+	feed    *cache.Feed
+}
+
+// maxFinishedJobs bounds the finished jobs kept for their progress.
+const maxFinishedJobs = 16
+
+// prefetchSpan is the part of one array to warm: chunk indices [lo, hi).
+type prefetchSpan struct {
+	arr    *zarr.Node
+	lo, hi []int64
+}
+
+// Prefetch starts warming targets in the background and returns the job's
+// initial progress; PrefetchStatus follows it. Keys already cached cost no
+// request; chunks missing on the origin count as done.
+func (m *Session) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
+	v := m.fs.current()
+	spans, err := resolveTargets(v.Store, targets)
+	if err != nil {
+		return PrefetchProgress{}, err
+	}
+	job := &prefetchJob{started: time.Now()}
+	job.keys, job.bytes, job.exact = m.estimate(v.Store, spans)
+	job.feed = m.cache.AddFeed(spanFeed(v.Store, spans, m.fs.planner))
+	m.jobsMu.Lock()
+	m.nextJob++
+	job.id = m.nextJob
+	if m.jobs == nil {
+		m.jobs = map[int]*prefetchJob{}
+	}
+	m.jobs[job.id] = job
+	m.pruneJobsLocked()
+	m.jobsMu.Unlock()
+	m.cfg.Logger.Info("prefetch started", "job", job.id, "targets", len(targets), "keys", job.keys, "bytes", job.bytes)
+	return job.progress(), nil
+}
+
+// PrefetchStatus reports the progress of job id.
+func (m *Session) PrefetchStatus(id int) (PrefetchProgress, bool) {
+	m.jobsMu.Lock()
+	j := m.jobs[id]
+	m.jobsMu.Unlock()
+	if j == nil {
+		return PrefetchProgress{}, false
+	}
+	return j.progress(), true
+}
+
+// CancelPrefetch stops job id; fetches already started still land.
+func (m *Session) CancelPrefetch(id int) bool {
+	m.jobsMu.Lock()
+	j := m.jobs[id]
+	m.jobsMu.Unlock()
+	if j == nil {
+		return false
+	}
+	j.feed.Cancel()
+	return true
+}
+
+func (m *Session) cancelJobs() {
+	m.jobsMu.Lock()
+	jobs := make([]*prefetchJob, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		jobs = append(jobs, j)
+	}
+	m.jobsMu.Unlock()
+	for _, j := range jobs {
+		j.feed.Cancel()
+	}
+}
+
+func (m *Session) pruneJobsLocked() {
+	var finished []int
+	for id, j := range m.jobs {
+		select {
+		case <-j.feed.Done():
+			finished = append(finished, id)
+		default:
+		}
+	}
+	if len(finished) <= maxFinishedJobs {
+		return
+	}
+	slices.Sort(finished)
+	for _, id := range finished[:len(finished)-maxFinishedJobs] {
+		delete(m.jobs, id)
+	}
+}
+
+func (j *prefetchJob) progress() PrefetchProgress {
+	p := PrefetchProgress{
+		ID: j.id, Keys: j.keys, Bytes: j.bytes, BytesExact: j.exact,
+		Elapsed:      time.Since(j.started).Seconds(),
+		FeedProgress: j.feed.Progress(),
+	}
+	if err := j.feed.Err(); err != nil {
+		p.Error = err.Error()
+	}
+	return p
+}
+
+// resolveTargets turns targets into spans of arrays.
+func resolveTargets(store *Store, targets []PrefetchTarget) ([]prefetchSpan, error) {
+	if len(targets) == 0 {
+		targets = []PrefetchTarget{{Path: ""}}
+	}
+	var spans []prefetchSpan
+	for _, t := range targets {
+		p := strings.Trim(path.Clean("/"+t.Path), "/")
+		if n := store.Tree.Lookup(p); n != nil {
+			if n.Kind != zarr.KindArray {
+				if len(t.Ranges) > 0 {
+					return nil, fmt.Errorf("%w: %s is a group; chunk ranges apply to arrays", ErrBadRange, displayStorePath(p))
+				}
+				spans = append(spans, groupSpans(n)...)
+				continue
+			}
+			sp, err := arraySpan(n, t.Ranges)
+			if err != nil {
+				return nil, err
+			}
+			spans = append(spans, sp)
+			continue
+		}
+		sp, ok := chunkSpan(store, p)
+		if !ok || len(t.Ranges) > 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchPath, displayStorePath(p))
+		}
+		spans = append(spans, sp)
+	}
+	return spans, nil
+}
+
+func displayStorePath(p string) string {
+	if p == "" {
+		return "the store root"
+	}
+	return p
+}
+
+// groupSpans covers every array below n, whole.
+func groupSpans(n *zarr.Node) []prefetchSpan {
+	var spans []prefetchSpan
+	var walk func(*zarr.Node)
+	walk = func(n *zarr.Node) {
+		if n.Kind == zarr.KindArray && n.Array != nil {
+			if sp, err := arraySpan(n, nil); err == nil {
+				spans = append(spans, sp)
+			}
+			return
+		}
+		for _, name := range n.ChildNames() {
+			walk(n.Children[name])
+		}
+	}
+	walk(n)
+	return spans
+}
+
+// arraySpan covers the chunks of arr within ranges (leading dimensions).
+func arraySpan(arr *zarr.Node, ranges [][2]int64) (prefetchSpan, error) {
+	grid := arr.Array.GridShape()
+	if len(ranges) > len(grid) {
+		return prefetchSpan{}, fmt.Errorf("%w: %s has %d dimensions, got %d ranges", ErrBadRange, arr.Path, len(grid), len(ranges))
+	}
+	sp := prefetchSpan{arr: arr, lo: make([]int64, len(grid)), hi: slices.Clone(grid)}
+	for i, r := range ranges {
+		lo, hi := r[0], min(r[1], grid[i])
+		if lo < 0 || lo >= hi {
+			return prefetchSpan{}, fmt.Errorf("%w: %s dimension %d has chunk indices 0..%d, got %d:%d", ErrBadRange, arr.Path, i, grid[i]-1, r[0], r[1])
+		}
+		sp.lo[i], sp.hi[i] = lo, hi
+	}
+	return sp, nil
+}
+
+// chunkSpan covers one chunk named by its store key.
+func chunkSpan(store *Store, key string) (prefetchSpan, bool) {
+	// The array is the longest node path that is a prefix of the key.
+	for dir := path.Dir(key); dir != "." && dir != "/"; dir = path.Dir(dir) {
+		n := store.Tree.Lookup(dir)
+		if n == nil {
+			continue
+		}
+		if n.Kind != zarr.KindArray || n.Array == nil {
+			return prefetchSpan{}, false
+		}
+		kind, coords := n.Array.Resolve(strings.Split(strings.TrimPrefix(key, dir+"/"), "/"))
+		if kind != zarr.EntryChunk {
+			return prefetchSpan{}, false
+		}
+		hi := make([]int64, len(coords))
+		for i, c := range coords {
+			hi[i] = c + 1
+		}
+		return prefetchSpan{arr: n, lo: coords, hi: hi}, true
+	}
+	return prefetchSpan{}, false
+}
+
+func (sp prefetchSpan) count() int64 {
+	n := int64(1)
+	for i := range sp.lo {
+		n *= sp.hi[i] - sp.lo[i]
+	}
+	return n
+}
+
+// forEach calls fn with each chunk's coordinates in C order until it
+// returns false.
+func (sp prefetchSpan) forEach(fn func([]int64) bool) {
+	coords := slices.Clone(sp.lo)
+	if sp.count() == 0 {
+		return
+	}
+	for {
+		if !fn(slices.Clone(coords)) {
+			return
+		}
+		i := len(coords) - 1
+		for ; i >= 0; i-- {
+			coords[i]++
+			if coords[i] < sp.hi[i] {
+				break
+			}
+			coords[i] = sp.lo[i]
+		}
+		if i < 0 {
+			return
+		}
+	}
+}
+
+// estimate counts the keys of spans and their bytes: exact from the
+// manifest, else the planner's estimate per chunk.
+func (m *Session) estimate(store *Store, spans []prefetchSpan) (keys, bytes int64, exact bool) {
+	if man := store.Manifest; man != nil {
+		for _, sp := range spans {
+			sp.forEach(func(c []int64) bool {
+				if size, _, ok := man.Lookup(path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(c))); ok {
+					keys++
+					bytes += size
+				}
+				return true
+			})
+		}
+		return keys, bytes, true
+	}
+	for _, sp := range spans {
+		n := sp.count()
+		keys += n
+		bytes += int64(m.fs.planner.chunkEstimate(sp.arr) * float64(n))
+	}
+	return keys, bytes, false
+}
+
+// spanFeed hands out the chunk keys of spans in order, with the manifest's
+// versions and sizes (skipping keys it does not list) when there is one,
+// else with the planner's size estimates.
+func spanFeed(store *Store, spans []prefetchSpan, p *planner) func() (cache.Want, bool) {
+	si := 0
+	var coords []int64 // next chunk of spans[si]; nil = start of it
+	var est int64
+	return func() (cache.Want, bool) {
+		for si < len(spans) {
+			sp := spans[si]
+			if coords == nil {
+				if sp.count() == 0 {
+					si++
+					continue
+				}
+				coords = slices.Clone(sp.lo)
+				est = int64(p.chunkEstimate(sp.arr))
+			} else if !advance(coords, sp.lo, sp.hi) {
+				si++
+				coords = nil
+				continue
+			}
+			key := path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(coords))
+			if store.Manifest == nil {
+				return cache.Want{Key: key, Size: est}, true
+			}
+			if size, version, ok := store.Manifest.Lookup(key); ok {
+				return cache.Want{Key: key, Version: version, Size: size}, true
+			}
+		}
+		return cache.Want{}, false
+	}
+}
+
+// advance moves coords to the next chunk in C order within [lo, hi); false
+// past the end.
+func advance(coords, lo, hi []int64) bool {
+	for i := len(coords) - 1; i >= 0; i-- {
+		coords[i]++
+		if coords[i] < hi[i] {
+			return true
+		}
+		coords[i] = lo[i]
+	}
+	return false
+}
+
+// chunkEstimate is the planner's estimate of an object of arr (observed
+// average, or the decoded size of a chunk); without a planner, the decoded
+// size.
+func (p *planner) chunkEstimate(arr *zarr.Node) float64 {
+	if p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if a := p.arrays[arr]; a != nil {
+			return p.chunkEstimateLocked(a)
+		}
+	}
+	n := float64(itemSize(arr.Array.DataType))
+	for _, c := range arr.Array.ChunkShape {
+		n *= float64(c)
+	}
+	return n
+}
+
+// jobs state of a Session (kept here with the code that uses it).
+type sessionJobs struct {
+	jobsMu  sync.Mutex
+	jobs    map[int]*prefetchJob
+	nextJob int
+}
