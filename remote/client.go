@@ -343,8 +343,16 @@ func objectOf(resp *http.Response, size int64) Object {
 // what it got. Without a strong ETag a break after bytes were written fails
 // with the transport error; Fetch never writes the object twice into w.
 func (c *Client) Fetch(ctx context.Context, key string, w io.Writer) (version string, err error) {
+	version, _, err = c.fetch(ctx, key, "", w)
+	return version, err
+}
+
+// fetch is Fetch, and with ifNoneMatch set a conditional GET: a 304 writes
+// nothing and returns notModified. A resume after a break is guarded by
+// If-Range alone: the precondition on the old version no longer applies.
+func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer) (version string, notModified bool, err error) {
 	if err := checkKey(key); err != nil {
-		return "", err
+		return "", false, err
 	}
 	u := c.URL(key)
 	var (
@@ -354,11 +362,14 @@ func (c *Client) Fetch(ctx context.Context, key string, w io.Writer) (version st
 	)
 	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
 		var hdr http.Header
-		if written > 0 {
+		switch {
+		case written > 0:
 			hdr = http.Header{
 				"Range":    {"bytes=" + strconv.FormatInt(written, 10) + "-"},
 				"If-Range": {etag},
 			}
+		case ifNoneMatch != "":
+			hdr = http.Header{"If-None-Match": {ifNoneMatch}}
 		}
 		resp, release, err := c.send(ctx, http.MethodGet, u, hdr)
 		if err != nil {
@@ -366,7 +377,12 @@ func (c *Client) Fetch(ctx context.Context, key string, w io.Writer) (version st
 		}
 		defer release()
 		if written == 0 {
-			if resp.StatusCode != http.StatusOK {
+			switch {
+			case resp.StatusCode == http.StatusNotModified && ifNoneMatch != "":
+				_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+				notModified = true
+				return nil
+			case resp.StatusCode != http.StatusOK:
 				return statusErrorOf(resp, u)
 			}
 			etag = strongETag(resp.Header.Get("ETag"))
@@ -402,9 +418,9 @@ func (c *Client) Fetch(ctx context.Context, key string, w io.Writer) (version st
 		return nil
 	})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	return etag, nil
+	return etag, notModified, nil
 }
 
 // checkResume accepts only a 206 that continues the version being written
