@@ -2,11 +2,12 @@ package cache
 
 // Fetch scheduling: every fetch has a priority class. Demand fetches (a
 // reader is waiting) start at once; prefetches wait in a queue per class and
-// start, highest class first, while fewer requests are in flight than the
-// concurrency limit, which follows the measured throughput and latency so
-// that the link stays full without splitting it into more streams than
-// needed. Background work comes from Feeds, pulled only as slots free up, so
-// a store of millions of chunks never sits in memory as a queue.
+// start, highest class first, while the bytes requested and not yet received
+// stay under what fills the link: twice the bandwidth-delay product measured
+// from the fetches' throughput and time to first byte (mayStartLocked), and
+// at most maxLimit requests. Background work comes from Feeds, pulled only as
+// slots free up, so a store of millions of chunks never sits in memory as a
+// queue. Every fetch streams into its cache file; no object is held in RAM.
 //
 // A prefetch is a flight like any other (cache.go): a demand Open of a key
 // that is queued or being prefetched joins that flight, promoting it to
@@ -76,8 +77,7 @@ const (
 
 // Scheduler limits.
 const (
-	initialLimit = 8  // requests in flight before anything is measured
-	minLimit     = 4  // a high-latency link needs several even for small objects
+	initialLimit = 8  // requests in flight before the link is measured
 	maxLimit     = 48 // well under remote's connection cap of 64
 	// maxQueued bounds the flights waiting for a slot; predictions past it
 	// are refused (the planner predicts again on the next access).
@@ -137,9 +137,11 @@ type scheduler struct {
 	stallMax  atomic.Int64
 }
 
-// controller sets the limit of requests in flight from what it measures:
-// enough requests to cover the time each waits for its first byte at the
-// measured throughput (Little's law: 1 + latency*rate/size), with margin.
+// controller measures the link: the time to first byte (a recent minimum,
+// which is the round trip without queueing), the throughput (a recent
+// maximum) and the average object size. Their product, the bandwidth-delay
+// product, is what must be requested and not yet received for the link
+// never to wait (mayStartLocked).
 type controller struct {
 	lat     [latencySamples]time.Duration
 	nlat    int
@@ -321,19 +323,16 @@ func (s *scheduler) limitLocked(class Class) int {
 
 // outstandingLocked is the bytes requested and not received yet: the
 // expected size of each request in flight less what it has delivered.
-func (s *scheduler) outstandingLocked() (all, ahead float64) {
+func (s *scheduler) outstandingLocked() float64 {
+	var n float64
 	for fl := range s.active {
 		size := float64(fl.hint)
 		if size <= 0 {
 			size = s.ctl.avgSize
 		}
-		rem := max(0, size-float64(fl.recv.Load()))
-		all += rem
-		if fl.class >= ClassRun {
-			ahead += rem
-		}
+		n += max(0, size-float64(fl.recv.Load()))
 	}
-	return all, ahead
+	return n
 }
 
 // mayStartLocked says whether a prefetch of class may start now. Besides
@@ -359,8 +358,7 @@ func (s *scheduler) mayStartLocked(class Class) bool {
 	if bdp == 0 || s.fixedLimit > 0 || class == ClassLockstep {
 		return true // unmeasured (count limit only), or wanted next like demand
 	}
-	all, _ := s.outstandingLocked()
-	return all < 2*bdp+s.ctl.avgSize
+	return s.outstandingLocked() < 2*bdp+s.ctl.avgSize
 }
 
 // dispatchLocked starts queued prefetches, highest class first, while the
@@ -436,8 +434,11 @@ func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
 		s.running[fl.class]--
 		delete(s.active, fl)
 	}
-	if res != nil {
+	switch {
+	case res != nil:
 		c.log.Debug("fetch end", "key", fl.key, "class", fl.class, "bytes", res.size)
+	case err != nil:
+		c.log.Debug("fetch failed", "key", fl.key, "class", fl.class, "err", err)
 	}
 	if fl.prefetch && res != nil {
 		s.stats.Bytes += res.size

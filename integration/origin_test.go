@@ -164,19 +164,25 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// settle waits (at most timeout) until no request is being answered, and
-// returns how many are logged: a client killed mid-request leaves its
-// requests to finish and be logged after it died.
+// settle waits (at most timeout) until no request is being answered and none
+// has been logged for a quiet spell, and returns how many are logged: a
+// client killed mid-request leaves requests to finish and be logged after it
+// died, some still unread in socket buffers when the others are done.
 func (o *origin) settle(timeout time.Duration) int {
+	const quiet = 500 * time.Millisecond
 	deadline := time.Now().Add(timeout)
+	last, since := -1, time.Now()
 	for {
 		o.mu.Lock()
 		n, busy := len(o.log), o.inFlight
 		o.mu.Unlock()
-		if busy == 0 || time.Now().After(deadline) {
+		if n != last || busy > 0 {
+			last, since = n, time.Now()
+		}
+		if time.Since(since) >= quiet || time.Now().After(deadline) {
 			return n
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
