@@ -14,6 +14,10 @@ package cache
 // also removed under mu, before its waiters return. The slow parts happen
 // without it: Source requests, temp-file writes, verification reads, statfs.
 //
+// Callers' code (Feed functions, Want.Done callbacks) is never called with
+// mu held: Done calls are collected under mu and made after it is released,
+// so a callback may call back into the Cache.
+//
 // New's directory scan uses a mutex of its own, local to the scan, before
 // the Cache exists.
 
@@ -85,12 +89,12 @@ const (
 
 // Stats are counters since New plus the current state of the cache.
 type Stats struct {
-	Hits             int64 // Opens served from an entry on disk (after a 304 too)
-	Misses           int64 // Opens that waited for a fetch of the object
+	Hits             int64 // Opens (and OpenRanges) served from an entry on disk (after a 304 too)
+	Misses           int64 // Opens (and OpenRanges) that waited for a fetch
 	NotFoundHits     int64 // Opens answered from the memory of keys missing on the origin
 	Revalidations    int64 // conditional requests answered 304: an entry of an earlier run kept
 	Changed          int64 // conditional requests answered with a new version: the entry replaced
-	Fetches          int64 // requests to the Source (Fetch and FetchIfChanged)
+	Fetches          int64 // requests to the Source (Fetch, FetchIfChanged and FetchRange)
 	Recovered        int64 // valid entries found on disk by New
 	Reused           int64 // Hits on entries written by an earlier run
 	BytesFromCache   int64 // bytes returned by Readers of entries already on disk
@@ -99,8 +103,10 @@ type Stats struct {
 	Evictions        int64 // entries removed to stay within the budget or the free-space floor
 	CorruptEntries   int64 // damaged entries found (by New or on Open), removed and fetched again
 	WriteErrors      int64 // fetches the disk could not take, served from memory instead
-	Entries          int   // entries on disk now
-	Bytes            int64 // bytes of entry files on disk now
+	Entries          int   // entries on disk now, ranges included
+	Bytes            int64 // bytes of entry files on disk now, ranges included
+	RangeEntries     int   // entries on disk now that hold a byte range of an object
+	RangeBytes       int64 // bytes of those entry files
 	Pinned           int   // entries held by open Readers now
 	InFlight         int   // fetches in progress now
 }
@@ -153,6 +159,7 @@ type entry struct {
 	id      string
 	sum     uint64 // hash of the id, for the policy's frequency sketch
 	key     string
+	rng     span // the byte range of the object it holds; zero: the whole object
 	version string
 	dataLen int64
 	fileLen int64 // header and data: what it costs in the budget
@@ -200,10 +207,18 @@ type flight struct {
 	unchanged bool
 	err       error
 
+	// What it fetches: key, or rng of key at version (ranges only; a
+	// whole-object fetch takes whatever version the origin has).
+	id      string
+	sum     uint64
+	key     string
+	rng     span
+	version string
+	// dones are the Done callbacks of the Wants waiting for its outcome,
+	// called with no lock held once it ends (sched.go).
+	dones []func(error)
+
 	// Scheduling (sched.go), guarded by Cache.mu.
-	id       string
-	sum      uint64
-	key      string
 	recheckE *entry // the entry of an earlier run to revalidate, if any
 	class    Class
 	queued   bool    // waiting for a slot: no request made yet
@@ -313,7 +328,7 @@ func New(opts Options, src Source) (*Cache, error) {
 // return an fs.ErrNotExist error without asking the Source; other fetch errors
 // are not remembered.
 func (c *Cache) Open(ctx context.Context, key string) (*Reader, error) {
-	return c.open(ctx, key, "")
+	return c.open(ctx, key, "", span{})
 }
 
 // OpenVersion is Open for a caller that knows the object's current version
@@ -324,11 +339,12 @@ func (c *Cache) Open(ctx context.Context, key string) (*Reader, error) {
 // version if the manifest is older than the object. An empty version means
 // unknown: OpenVersion(ctx, key, "") is Open(ctx, key).
 func (c *Cache) OpenVersion(ctx context.Context, key, version string) (*Reader, error) {
-	return c.open(ctx, key, version)
+	return c.open(ctx, key, version, span{})
 }
 
-func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) {
-	id, sum := entryID(c.nsHash, key)
+// open serves Open, OpenVersion (rng zero) and OpenRange.
+func (c *Cache) open(ctx context.Context, key, version string, rng span) (*Reader, error) {
+	id, sum := entryIDOf(c.nsHash, key, rng)
 	recorded := false
 	var reuse uint32
 	for {
@@ -366,12 +382,25 @@ func (c *Cache) open(ctx context.Context, key, version string) (*Reader, error) 
 			continue // damaged, and now removed: fetch it
 		}
 		fl := c.flights[id]
+		if fl != nil && rng.ranged() && fl.version != version {
+			// The range is being fetched at another version: that cannot
+			// serve this Open, and two fetches must not race to place the
+			// one entry. Let it end (now, if it was queued), then fetch.
+			c.promoteLocked(fl)
+			c.mu.Unlock()
+			select {
+			case <-fl.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			continue
+		}
 		if fl == nil {
 			var recheck *entry
 			if e != nil && version == "" && e.unchecked {
 				recheck = e
 			}
-			fl = c.startFlightLocked(id, sum, key, reuse, recheck)
+			fl = c.startFlightLocked(id, sum, key, version, rng, reuse, recheck)
 		} else if fl.prefetch && !fl.joined {
 			fl.joined = true
 			fl.reuse = reuse
@@ -504,6 +533,10 @@ func (c *Cache) Stats() Stats {
 		if e.pins > 0 {
 			s.Pinned++
 		}
+		if e.rng.ranged() {
+			s.RangeEntries++
+			s.RangeBytes += e.fileLen
+		}
 	}
 	c.mu.Unlock()
 	s.BytesServed = c.reads.served.Load()
@@ -521,10 +554,11 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
-	c.closeSchedLocked()
+	calls := c.closeSchedLocked()
 	c.mu.Unlock()
+	runDones(calls)
 	c.cancel()
-	c.fetches.Wait()
+	c.fetches.Wait() // every fetch has called its Wants' Done
 	return c.lock.release()
 }
 
@@ -583,12 +617,15 @@ func (c *Cache) dropCorruptLocked(e *entry, err error) {
 	c.log.Warn("cache entry damaged; removed it and fetching the object again", "key", e.key, "err", err)
 }
 
-// startFlightLocked starts a demand fetch of key (a revalidation of
-// recheck, if not nil) for an Open.
-func (c *Cache) startFlightLocked(id string, sum uint64, key string, reuse uint32, recheck *entry) *flight {
+// startFlightLocked starts a demand fetch of key, or of rng of key at
+// version (a revalidation of recheck, if not nil), for an Open.
+func (c *Cache) startFlightLocked(id string, sum uint64, key, version string, rng span, reuse uint32, recheck *entry) *flight {
 	fl := &flight{
 		done: make(chan struct{}), recheck: recheck != nil, reuse: reuse,
 		id: id, sum: sum, key: key, recheckE: recheck, class: ClassDemand,
+	}
+	if rng.ranged() {
+		fl.rng, fl.version = rng, version
 	}
 	c.flights[id] = fl
 	c.launchLocked(fl)
@@ -599,20 +636,28 @@ func (c *Cache) startFlightLocked(id string, sum uint64, key string, reuse uint3
 func (c *Cache) runFlight(fl *flight) {
 	defer c.fetches.Done()
 	id, sum, key := fl.id, fl.sum, fl.key
-	if fl.recheckE != nil {
+	memoryOK := func() bool { return c.mayUseMemory(fl) }
+	switch {
+	case fl.rng.ranged():
+		get := c.metered(fl, c.rangeFetch(key, fl.version, fl.rng))
+		res, _, err := c.download(key, fl.rng, get, get, memoryOK)
+		c.finish(id, sum, key, fl, res, false, err)
+		return
+	case fl.recheckE != nil:
 		unchanged, res, err := c.revalidate(id, key, fl.recheckE)
 		if err != errRefetch {
 			c.finish(id, sum, key, fl, res, unchanged, err)
 			return
 		}
 	}
-	res, _, err := c.download(key, c.metered(fl, c.plainFetch(key)), func() bool { return c.mayUseMemory(fl) })
+	res, _, err := c.download(key, span{}, c.metered(fl, c.plainFetch(key)), c.plainFetch(key), memoryOK)
 	c.finish(id, sum, key, fl, res, false, err)
 }
 
 // errPrefetchDropped: a prefetch the disk could not take is dropped rather
-// than held in memory; a reader that joined it fetches again.
-var errPrefetchDropped = errors.New("prefetch dropped: the cache directory cannot take it")
+// than held in memory; a reader that joined it fetches again. Its Wants'
+// Done see ErrNotKept.
+var errPrefetchDropped = fmt.Errorf("prefetch dropped: %w", ErrNotKept)
 
 // mayUseMemory says whether fl may be served from memory when the disk
 // fails: only if a reader waits for it (prefetches never fill RAM).
@@ -654,9 +699,9 @@ func (c *Cache) revalidate(id, key string, e *entry) (unchanged bool, res *fetch
 		return false, nil, errRefetch
 	}
 
-	res, notModified, err := c.download(key, c.metered(nil, func(w io.Writer) (string, bool, error) {
+	res, notModified, err := c.download(key, span{}, c.metered(nil, func(w io.Writer) (string, bool, error) {
 		return c.src.FetchIfChanged(c.ctx, key, e.version, w)
-	}), nil)
+	}), c.plainFetch(key), nil)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -682,15 +727,18 @@ func (c *Cache) plainFetch(key string) getFunc {
 	}
 }
 
-// download runs get into a temp entry file, or into memory when the disk
-// will not take it and memoryOK (nil = always) allows; else it fails with
-// errPrefetchDropped.
-func (c *Cache) download(key string, get getFunc, memoryOK func() bool) (res *fetched, notModified bool, err error) {
+// download runs get, which fetches rng of key (zero: the whole object),
+// into a temp entry file, or into memory when the disk will not take it and
+// memoryOK (nil = always) allows; else it fails with errPrefetchDropped.
+// When the disk fails mid-write, what was written is incomplete and retry
+// fetches it again into memory.
+func (c *Cache) download(key string, rng span, get, retry getFunc, memoryOK func() bool) (res *fetched, notModified bool, err error) {
+	what := rng.describe(key)
 	toMemory := func(get getFunc) (*fetched, bool, error) {
 		if memoryOK != nil && !memoryOK() {
-			return nil, false, fmt.Errorf("fetch %q: %w", key, errPrefetchDropped)
+			return nil, false, fmt.Errorf("fetch %s: %w", what, errPrefetchDropped)
 		}
-		return c.downloadToMemory(key, get)
+		return c.downloadToMemory(what, get)
 	}
 	if len(key) > maxKeyLen {
 		return toMemory(get)
@@ -700,7 +748,7 @@ func (c *Cache) download(key string, get getFunc, memoryOK func() bool) (res *fe
 		c.noteWriteError(err, 0)
 		return toMemory(get)
 	}
-	w := &entryWriter{f: f, off: headerLen(len(key))}
+	w := &entryWriter{f: f, rng: rng, off: headerLenOf(rng, len(key))}
 	c.countFetch()
 	version, changed, err := get(w)
 	if err == nil && w.err != nil {
@@ -713,11 +761,11 @@ func (c *Cache) download(key string, get getFunc, memoryOK func() bool) (res *fe
 		case err == nil:
 			return nil, true, nil
 		case w.err == nil:
-			return nil, false, c.fetchError(key, err)
+			return nil, false, c.fetchError(what, err)
 		}
 		// What was written is incomplete: fetch it again, into memory.
 		c.noteWriteError(w.err, w.off+w.n)
-		return toMemory(c.plainFetch(key))
+		return toMemory(retry)
 	}
 	c.countNetworkBytes(w.n)
 	res = &fetched{size: w.n, version: version, f: f, dataOff: w.off, tmpPath: f.Name(), keepable: true}
@@ -729,13 +777,15 @@ func (c *Cache) download(key string, get getFunc, memoryOK func() bool) (res *fe
 	return res, false, nil
 }
 
-func (c *Cache) downloadToMemory(key string, get getFunc) (*fetched, bool, error) {
+// downloadToMemory runs get into a buffer; what names the object (or range)
+// in errors.
+func (c *Cache) downloadToMemory(what string, get getFunc) (*fetched, bool, error) {
 	var buf bytes.Buffer
 	c.countFetch()
 	version, changed, err := get(&buf)
 	switch {
 	case err != nil:
-		return nil, false, c.fetchError(key, err)
+		return nil, false, c.fetchError(what, err)
 	case !changed:
 		return nil, true, nil
 	}
@@ -755,13 +805,15 @@ func (c *Cache) countNetworkBytes(n int64) {
 	c.mu.Unlock()
 }
 
-func (c *Cache) fetchError(key string, err error) error {
+// fetchError wraps a failed request for what (a quoted key, or a range of
+// one: span.describe).
+func (c *Cache) fetchError(what string, err error) error {
 	if c.ctx.Err() != nil {
 		// Reported as ErrClosed, not as a cancellation, which callers take
 		// for their own request being interrupted.
-		return fmt.Errorf("fetch %q: %w", key, ErrClosed)
+		return fmt.Errorf("fetch %s: %w", what, ErrClosed)
 	}
-	return fmt.Errorf("fetch %q: %w", key, err)
+	return fmt.Errorf("fetch %s: %w", what, err)
 }
 
 // finish puts a fetched object in place (or not) and hands the outcome to
@@ -801,7 +853,9 @@ func (c *Cache) finish(id string, sum uint64, key string, fl *flight, res *fetch
 	}
 	fl.res, fl.unchanged, fl.err = res, unchanged, err
 	close(fl.done)
+	calls := fl.doneCallsLocked()
 	c.mu.Unlock()
+	runDones(calls)
 }
 
 // placeLocked makes a fetched object the entry for id, replacing whatever
@@ -834,10 +888,11 @@ func (c *Cache) placeLocked(id string, sum uint64, key string, fl *flight, res *
 		return
 	}
 	e := &entry{
-		id: id, sum: sum, key: key, version: res.version,
+		id: id, sum: sum, key: key, rng: fl.rng, version: res.version,
 		dataLen: res.size, fileLen: fileLen,
 		pending: true, pins: fl.waiters + protectPin(fl), stint: fl.accesses, reuse: fl.reuse,
-		unchecked: fl.staleGen != c.staleGen,
+		// A range is only ever used at the version it was fetched for.
+		unchecked: fl.staleGen != c.staleGen && !fl.rng.ranged(),
 	}
 	c.index[id] = e
 	c.policy.add(e)

@@ -29,6 +29,12 @@ type memSource struct {
 	gates    map[string]chan struct{} // a call for the key waits until the gate is closed or its ctx ends
 	errs     map[string]error         // a call for the key writes part of the object, then fails with this
 	started  chan string              // if set, gets the key when a call begins
+
+	// RangeSource (ranges_test.go).
+	ranges     map[string]int // FetchRange calls, by key and by rangeName
+	changedErr error          // FetchRange of a version the object no longer has fails with this
+	noRanges   bool           // FetchRange fails with errTestNoRanges, as for an origin ignoring ranges
+	rangeExtra int            // FetchRange delivers this many bytes more (or fewer, < 0) than asked
 }
 
 type memObject struct {
@@ -44,6 +50,7 @@ func newMemSource() *memSource {
 		cond:     map[string]int{},
 		gates:    map[string]chan struct{}{},
 		errs:     map[string]error{},
+		ranges:   map[string]int{},
 	}
 }
 

@@ -24,19 +24,40 @@
 // it, a new version replaces it. An entry without a version cannot be
 // revalidated and is dropped at start.
 //
+// # Ranges
+//
+// A large object (a v3 shard, a big chunk) need not be cached whole: with a
+// Source that is also a RangeSource, OpenRange and ranged Wants cache
+// byte ranges of it (the caller aligns them: inner chunks of a shard, blocks
+// of a chunk), each an entry of its own addressed by (origin, key, offset,
+// length). A range is always fetched and used at a known version (a strong
+// ETag), which the Source makes the origin enforce (If-Match), so the ranges
+// of one object never mix two versions and a range entry is never
+// revalidated: a matching version is its proof, another version replaces it.
+// Ranges of one object, and its whole entry, coexist independently; each is
+// counted, pinned, prefetched and evicted like any entry, so a partially
+// cached shard serves the ranges it has.
+//
 // # On disk
 //
 //	Dir/lock                   flock'ed by the Cache that owns Dir; holds its pid
 //	Dir/tmp/fetch-*            fetches in progress; removed at start
 //	Dir/entries/ab/abcd…ef     one file per entry; the name is the hex SHA-256
-//	                           of SHA-256(origin URL) followed by the key
+//	                           of SHA-256(origin URL) followed by the key,
+//	                           and for a range by "\x00range\x00", its
+//	                           offset and its length (8 bytes each, LE)
 //
-// An entry file is a header, then the object's bytes:
+// An entry file is a header, then the object's bytes (or the range's):
 //
-//	magic "ZARRFSCE", format version 1, kind (0 = whole object),
-//	header length H, SHA-256 of the origin URL, data length, CRC32C of the
-//	data, key, version (room for 255 bytes), CRC32C of the header
+//	magic "ZARRFSCE", format version 1, kind (0 = whole object, 1 = byte
+//	range), header length H, SHA-256 of the origin URL, data length,
+//	CRC32C of the data, [kind 1: offset and length of the range], key,
+//	version (room for 255 bytes), CRC32C of the header
 //	data: bytes H .. H+length
+//
+// Kind 1 was added without a new format version: whole entries are
+// unchanged, and a build that does not know kind 1 finds such entries
+// corrupt and removes them at start, which only costs refetches.
 //
 // (field by field in entry.go). A fetch streams into a temp file after room
 // for the header, computing the data's CRC32C as it goes; the header is
@@ -48,8 +69,9 @@
 // # Integrity
 //
 // New removes the temp files, reads every entry's header and checks its
-// checksum, that the name is the hash of the key it records (so an entry
-// swapped with another is caught) and that the file length is the header's
+// checksum, that the name is the hash of the key (and range) it records (so
+// an entry swapped with another, or a range with another range of the same
+// object, is caught) and that the file length is the header's
 // plus the data length; bad files are removed. The data is checked each time
 // an entry is opened (length and CRC32C over all of it, which also warms
 // the page cache for the read that follows); a damaged entry is removed,

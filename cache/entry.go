@@ -18,11 +18,15 @@ import (
 const (
 	entryMagic    = "ZARRFSCE"
 	formatVersion = 1
-	// kindWhole is an entry holding a whole object. Other kinds (a sparse
-	// set of ranges) would get their own number; this version rejects them.
+	// kindWhole is an entry holding a whole object; kindRange one holding
+	// bytes [off, off+n) of an object, the range recorded in the header.
+	// Adding a kind needs no new format version: a build that does not know
+	// a kind finds such entries corrupt and removes them, which is safe.
 	kindWhole = 0
+	kindRange = 1
 
 	fixedHeaderLen = 64
+	rangeFieldsLen = 16 // kindRange: offset and length, after the fixed part
 	maxKeyLen      = 1<<16 - 1
 	// maxVersionLen is the room reserved for the version: the data is
 	// written before the version is known, right after the header. A longer
@@ -37,12 +41,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // index say; the cache removes it and fetches the object again.
 var errCorrupt = errors.New("corrupt cache entry")
 
-// header is the fixed-size start of an entry file.
+// header is the start of an entry file.
 //
 //	off  len  field
 //	0    8    magic "ZARRFSCE"
 //	8    2    format version (1)
-//	10   2    kind (0 = whole object)
+//	10   2    kind (0 = whole object, 1 = byte range)
 //	12   4    header length H: the data starts at H
 //	16   32   SHA-256 of the namespace (the origin URL)
 //	48   8    data length
@@ -50,20 +54,55 @@ var errCorrupt = errors.New("corrupt cache entry")
 //	60   2    key length K
 //	62   1    version length V (<= 255)
 //	63   1    zero
-//	64   K    key
-//	64+K 255  version, V bytes then zeros
+//	          kind 1 only, R = 16 (R = 0 for kind 0):
+//	64   8      offset of the range in the object
+//	72   8      length of the range (= data length)
+//	64+R K    key
+//	64+R+K 255 version, V bytes then zeros
 //	H-4  4    CRC32C of bytes [0, H-4) of the header
 //
-// Integers are little-endian; H = 64 + K + 255 + 4.
+// Integers are little-endian; H = 64 + R + K + 255 + 4.
 type header struct {
 	nsHash  [32]byte
 	dataLen int64
 	dataCRC uint32
+	rng     span // zero for a whole object
 	key     string
 	version string
 }
 
+// headerLen is the header length of a whole-object entry.
 func headerLen(keyLen int) int64 { return int64(fixedHeaderLen + keyLen + maxVersionLen + 4) }
+
+// headerLenOf is the header length of an entry holding rng of an object
+// (the whole object when rng is zero).
+func headerLenOf(rng span, keyLen int) int64 {
+	if rng.ranged() {
+		return headerLen(keyLen) + rangeFieldsLen
+	}
+	return headerLen(keyLen)
+}
+
+// span is a byte range [off, off+n) of an object; the zero span (n == 0)
+// stands for the whole object, since a range is never empty.
+type span struct{ off, n int64 }
+
+func (r span) ranged() bool { return r.n > 0 }
+
+func (r span) kind() uint16 {
+	if r.ranged() {
+		return kindRange
+	}
+	return kindWhole
+}
+
+// describe names key, or the range of it, in messages.
+func (r span) describe(key string) string {
+	if !r.ranged() {
+		return fmt.Sprintf("%q", key)
+	}
+	return fmt.Sprintf("%q bytes [%d, %d)", key, r.off, r.off+r.n)
+}
 
 // diskVersion is the version an entry's header records for version.
 func diskVersion(version string) string {
@@ -74,11 +113,11 @@ func diskVersion(version string) string {
 }
 
 func (h *header) marshal() []byte {
-	n := headerLen(len(h.key))
+	n := headerLenOf(h.rng, len(h.key))
 	b := make([]byte, n)
 	copy(b, entryMagic)
 	binary.LittleEndian.PutUint16(b[8:], formatVersion)
-	binary.LittleEndian.PutUint16(b[10:], kindWhole)
+	binary.LittleEndian.PutUint16(b[10:], h.rng.kind())
 	binary.LittleEndian.PutUint32(b[12:], uint32(n))
 	copy(b[16:48], h.nsHash[:])
 	binary.LittleEndian.PutUint64(b[48:], uint64(h.dataLen))
@@ -86,8 +125,14 @@ func (h *header) marshal() []byte {
 	v := diskVersion(h.version)
 	binary.LittleEndian.PutUint16(b[60:], uint16(len(h.key)))
 	b[62] = byte(len(v))
-	copy(b[fixedHeaderLen:], h.key)
-	copy(b[fixedHeaderLen+len(h.key):], v)
+	keyAt := fixedHeaderLen
+	if h.rng.ranged() {
+		binary.LittleEndian.PutUint64(b[fixedHeaderLen:], uint64(h.rng.off))
+		binary.LittleEndian.PutUint64(b[fixedHeaderLen+8:], uint64(h.rng.n))
+		keyAt += rangeFieldsLen
+	}
+	copy(b[keyAt:], h.key)
+	copy(b[keyAt+len(h.key):], v)
 	binary.LittleEndian.PutUint32(b[n-4:], crc32.Checksum(b[:n-4], castagnoli))
 	return b
 }
@@ -112,11 +157,15 @@ func readHeader(f *os.File, fileLen int64) (header, int64, error) {
 	if v := binary.LittleEndian.Uint16(buf[8:]); v != formatVersion {
 		return bad("format version %d, want %d", v, formatVersion)
 	}
-	if k := binary.LittleEndian.Uint16(buf[10:]); k != kindWhole {
-		return bad("entry kind %d unknown", k)
+	kind := binary.LittleEndian.Uint16(buf[10:])
+	if kind != kindWhole && kind != kindRange {
+		return bad("entry kind %d unknown", kind)
 	}
 	keyLen := int(binary.LittleEndian.Uint16(buf[60:]))
-	n := headerLen(keyLen)
+	n, keyAt := headerLen(keyLen), fixedHeaderLen
+	if kind == kindRange {
+		n, keyAt = n+rangeFieldsLen, keyAt+rangeFieldsLen
+	}
 	if got := int64(binary.LittleEndian.Uint32(buf[12:])); got != n {
 		return bad("header length %d, want %d for a %d-byte key", got, n, keyLen)
 	}
@@ -137,10 +186,17 @@ func readHeader(f *os.File, fileLen int64) (header, int64, error) {
 	copy(h.nsHash[:], buf[16:48])
 	h.dataLen = int64(binary.LittleEndian.Uint64(buf[48:]))
 	h.dataCRC = binary.LittleEndian.Uint32(buf[56:])
-	h.key = string(buf[fixedHeaderLen : fixedHeaderLen+keyLen])
-	h.version = string(buf[fixedHeaderLen+keyLen : fixedHeaderLen+keyLen+verLen])
+	h.key = string(buf[keyAt : keyAt+keyLen])
+	h.version = string(buf[keyAt+keyLen : keyAt+keyLen+verLen])
 	if h.dataLen < 0 || n+h.dataLen != fileLen {
 		return bad("%d bytes, want %d-byte header + %d bytes of data", fileLen, n, h.dataLen)
+	}
+	if kind == kindRange {
+		h.rng.off = int64(binary.LittleEndian.Uint64(buf[fixedHeaderLen:]))
+		h.rng.n = int64(binary.LittleEndian.Uint64(buf[fixedHeaderLen+8:]))
+		if h.rng.off < 0 || h.rng.n <= 0 || h.rng.n != h.dataLen {
+			return bad("range [%d, +%d) of %d bytes of data", h.rng.off, h.rng.n, h.dataLen)
+		}
 	}
 	return h, n, nil
 }
@@ -182,8 +238,9 @@ func verifyEntry(f *os.File, e *entry, nsHash [32]byte) (int64, error) {
 		return 0, err
 	}
 	switch {
-	case h.nsHash != nsHash || h.key != e.key:
-		return 0, fmt.Errorf("%w: %s holds %q of another origin or key, not %q", errCorrupt, f.Name(), h.key, e.key)
+	case h.nsHash != nsHash || h.key != e.key || h.rng != e.rng:
+		return 0, fmt.Errorf("%w: %s holds %s of another origin, key or range, not %s",
+			errCorrupt, f.Name(), h.rng.describe(h.key), e.rng.describe(e.key))
 	case h.version != diskVersion(e.version) || h.dataLen != e.dataLen:
 		return 0, fmt.Errorf("%w: %s holds version %s of %d bytes, want %s of %d bytes",
 			errCorrupt, f.Name(), h.version, h.dataLen, e.version, e.dataLen)
@@ -194,9 +251,29 @@ func verifyEntry(f *os.File, e *entry, nsHash [32]byte) (int64, error) {
 // entryID names the entry of key from the origin with namespace hash ns:
 // hex for the file name, and a 64-bit hash for the eviction policy.
 func entryID(ns [32]byte, key string) (string, uint64) {
+	return entryIDOf(ns, key, span{})
+}
+
+// rangeIDTag separates the names of range entries from those of whole
+// entries. Ranges of one origin never share a name (the hashed input ends
+// with fixed-size fields, so two inputs of equal length have equal keys). A
+// whole entry could share one only with a key ending in this tag and 16
+// binary bytes, which no zarr key does; even then the header's kind and
+// range tell them apart, and the clash costs refetches, never wrong bytes.
+const rangeIDTag = "\x00range\x00"
+
+// entryIDOf names the entry of rng of key (the whole object if rng is zero).
+func entryIDOf(ns [32]byte, key string, rng span) (string, uint64) {
 	h := sha256.New()
 	h.Write(ns[:])
 	h.Write([]byte(key))
+	if rng.ranged() {
+		var b [len(rangeIDTag) + 16]byte
+		copy(b[:], rangeIDTag)
+		binary.LittleEndian.PutUint64(b[len(rangeIDTag):], uint64(rng.off))
+		binary.LittleEndian.PutUint64(b[len(rangeIDTag)+8:], uint64(rng.n))
+		h.Write(b[:])
+	}
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return hex.EncodeToString(sum[:]), binary.LittleEndian.Uint64(sum[:8])
@@ -207,7 +284,8 @@ func entryID(ns [32]byte, key string) (string, uint64) {
 // error, so a failing disk can be told apart from a failing Source.
 type entryWriter struct {
 	f   *os.File
-	off int64 // where the data starts
+	rng span  // what part of the object it holds (zero: the whole)
+	off int64 // where the data starts: headerLenOf(rng, len(key))
 	n   int64
 	crc uint32
 	err error
@@ -226,7 +304,7 @@ func (w *entryWriter) Write(p []byte) (int, error) {
 
 // finish writes the header, which makes the temp file a complete entry.
 func (w *entryWriter) finish(ns [32]byte, key, version string) error {
-	h := header{nsHash: ns, dataLen: w.n, dataCRC: w.crc, key: key, version: version}
+	h := header{nsHash: ns, dataLen: w.n, dataCRC: w.crc, rng: w.rng, key: key, version: version}
 	_, err := w.f.WriteAt(h.marshal(), 0)
 	return err
 }

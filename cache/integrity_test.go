@@ -10,15 +10,16 @@ import (
 	"testing"
 )
 
-// writeEntryFile writes an entry file of data for key the way a fetch does.
-func writeEntryFile(t *testing.T, path string, ns [32]byte, key, version string, data []byte) {
+// writeEntryFile writes an entry file of data for rng of key (zero: the
+// whole object) the way a fetch does.
+func writeEntryFile(t *testing.T, path string, ns [32]byte, key string, rng span, version string, data []byte) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	w := &entryWriter{f: f, off: headerLen(len(key))}
+	w := &entryWriter{f: f, rng: rng, off: headerLenOf(rng, len(key))}
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -28,16 +29,30 @@ func writeEntryFile(t *testing.T, path string, ns [32]byte, key, version string,
 }
 
 func TestEntryFormatDetectsEveryHeaderByte(t *testing.T) {
+	data := bytes.Repeat([]byte("zarr chunk "), 100)
+	tests := []struct {
+		name string
+		rng  span
+	}{
+		{"whole object", span{}},
+		{"range", span{off: 1 << 20, n: int64(len(data))}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkEntryFormat(t, tt.rng, data) })
+	}
+}
+
+func checkEntryFormat(t *testing.T, rng span, data []byte) {
 	ns := sha256.Sum256([]byte(testNamespace))
 	const key, version = "arr/c/0/1", `"etag-1"`
-	data := bytes.Repeat([]byte("zarr chunk "), 100)
 	path := filepath.Join(t.TempDir(), "entry")
-	writeEntryFile(t, path, ns, key, version, data)
+	writeEntryFile(t, path, ns, key, rng, version, data)
 	pristine, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &entry{key: key, version: version, dataLen: int64(len(data))}
+	hdrLen := headerLenOf(rng, len(key))
+	e := &entry{key: key, rng: rng, version: version, dataLen: int64(len(data))}
 	check := func() error {
 		f, err := os.Open(path)
 		if err != nil {
@@ -50,8 +65,18 @@ func TestEntryFormatDetectsEveryHeaderByte(t *testing.T) {
 	if err := check(); err != nil {
 		t.Fatalf("a sound entry fails verification: %v", err)
 	}
-	if got := int64(len(pristine)); got != entrySize(key, len(data)) {
-		t.Fatalf("entry file of %d bytes, want %d", got, entrySize(key, len(data)))
+	if got := int64(len(pristine)); got != hdrLen+int64(len(data)) {
+		t.Fatalf("entry file of %d bytes, want %d", got, hdrLen+int64(len(data)))
+	}
+	// What New's scan reads back is what was written.
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, n, err := readHeader(f, int64(len(pristine)))
+	f.Close()
+	if err != nil || n != hdrLen || h.key != key || h.version != version || h.rng != rng || h.dataLen != int64(len(data)) {
+		t.Fatalf("readHeader = %+v, %d, %v; want %s of %d bytes after a %d-byte header", h, n, err, rng.describe(key), len(data), hdrLen)
 	}
 	// Every single-bit error, header and data, is caught.
 	for off := range pristine {
@@ -61,11 +86,11 @@ func TestEntryFormatDetectsEveryHeaderByte(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := check(); !errors.Is(err, errCorrupt) {
-			t.Fatalf("flipping a bit of byte %d (header is %d bytes): verification = %v", off, headerLen(len(key)), err)
+			t.Fatalf("flipping a bit of byte %d (header is %d bytes): verification = %v", off, hdrLen, err)
 		}
 	}
 	// And so is every truncation and an extension.
-	for _, n := range []int{0, 1, 63, 64, int(headerLen(len(key))) - 1, int(headerLen(len(key))), len(pristine) - 1, len(pristine) + 1} {
+	for _, n := range []int{0, 1, 63, 64, 80, int(hdrLen) - 1, int(hdrLen), len(pristine) - 1, len(pristine) + 1} {
 		b := append(bytes.Clone(pristine), 0)[:n]
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
@@ -74,22 +99,55 @@ func TestEntryFormatDetectsEveryHeaderByte(t *testing.T) {
 			t.Fatalf("file cut to %d of %d bytes: verification = %v", n, len(pristine), err)
 		}
 	}
-	// A sound entry of another key, version or origin is not this entry.
+	// A sound entry of another key, range, version or origin is not this
+	// entry.
+	otherRange := span{off: 0, n: int64(len(data))} // a range for a whole entry...
+	if rng.ranged() {
+		otherRange = span{off: rng.off + rng.n, n: rng.n} // ...another for a range
+	}
 	others := []struct {
-		name         string
-		ns           [32]byte
-		key, version string
+		name    string
+		ns      [32]byte
+		key     string
+		rng     span
+		version string
 	}{
-		{"other key", ns, "arr/c/0/2", version},
-		{"other version", ns, key, `"etag-2"`},
-		{"other origin", sha256.Sum256([]byte("https://elsewhere/")), key, version},
+		{"other key", ns, "arr/c/0/2", rng, version},
+		{"other range", ns, key, otherRange, version},
+		{"other version", ns, key, rng, `"etag-2"`},
+		{"other origin", sha256.Sum256([]byte("https://elsewhere/")), key, rng, version},
+	}
+	if rng.ranged() {
+		others = append(others, struct {
+			name    string
+			ns      [32]byte
+			key     string
+			rng     span
+			version string
+		}{"the whole object", ns, key, span{}, version})
 	}
 	for _, o := range others {
-		writeEntryFile(t, path, o.ns, o.key, o.version, data)
+		writeEntryFile(t, path, o.ns, o.key, o.rng, o.version, data)
 		if err := check(); !errors.Is(err, errCorrupt) {
 			t.Fatalf("%s: verification = %v", o.name, err)
 		}
 	}
+}
+
+// target names an entry in tests: a whole object (rng zero) or a range of one.
+type target struct {
+	key string
+	rng span
+}
+
+func (tg target) String() string { return tg.rng.describe(tg.key) }
+
+func (tg target) headerLen() int64 { return headerLenOf(tg.rng, len(tg.key)) }
+
+// pathOfTarget is where the entry of tg lies.
+func (c *Cache) pathOfTarget(tg target) string {
+	id, _ := entryIDOf(c.nsHash, tg.key, tg.rng)
+	return c.entryPath(id)
 }
 
 // damage is one way an entry file can be hurt: by a crash, the disk, or a
@@ -97,37 +155,37 @@ func TestEntryFormatDetectsEveryHeaderByte(t *testing.T) {
 type damage struct {
 	name string
 	// apply damages the entry of victim (and of partner, for a swap).
-	apply func(t *testing.T, c *Cache, victim, partner string)
+	apply func(t *testing.T, c *Cache, victim, partner target)
 	// damaged is how many entries it damages; inProcess and acrossRestart
 	// are how many of them the cache counts as corrupt in each mode (an
 	// entry deleted behind its back is only noticed while running).
 	damaged, inProcess, acrossRestart int
 }
 
-func flipByte(at func(size, hdr int64) int64) func(*testing.T, *Cache, string, string) {
-	return func(t *testing.T, c *Cache, victim, _ string) {
+func flipByte(at func(size, hdr int64) int64) func(*testing.T, *Cache, target, target) {
+	return func(t *testing.T, c *Cache, victim, _ target) {
 		t.Helper()
-		path := c.pathOf(victim)
+		path := c.pathOfTarget(victim)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b[at(int64(len(b)), headerLen(len(victim)))] ^= 0xff
+		b[at(int64(len(b)), victim.headerLen())] ^= 0xff
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
-func truncateTo(at func(size, hdr int64) int64) func(*testing.T, *Cache, string, string) {
-	return func(t *testing.T, c *Cache, victim, _ string) {
+func truncateTo(at func(size, hdr int64) int64) func(*testing.T, *Cache, target, target) {
+	return func(t *testing.T, c *Cache, victim, _ target) {
 		t.Helper()
-		path := c.pathOf(victim)
+		path := c.pathOfTarget(victim)
 		info, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Truncate(path, at(info.Size(), headerLen(len(victim)))); err != nil {
+		if err := os.Truncate(path, at(info.Size(), victim.headerLen())); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,7 +194,9 @@ func truncateTo(at func(size, hdr int64) int64) func(*testing.T, *Cache, string,
 var damages = []damage{
 	{"flip a byte of the magic", flipByte(func(_, _ int64) int64 { return 0 }), 1, 1, 1},
 	{"flip a byte of the data length", flipByte(func(_, _ int64) int64 { return 50 }), 1, 1, 1},
-	{"flip a byte of the key", flipByte(func(_, _ int64) int64 { return fixedHeaderLen + 1 }), 1, 1, 1},
+	{"flip a byte after the fixed header (key, or offset of a range)", flipByte(func(_, _ int64) int64 { return fixedHeaderLen + 1 }), 1, 1, 1},
+	{"flip the last byte of the key", flipByte(func(_, hdr int64) int64 { return hdr - 4 - maxVersionLen - 1 }), 1, 1, 1},
+	{"flip a byte of the version", flipByte(func(_, hdr int64) int64 { return hdr - 4 - maxVersionLen + 2 }), 1, 1, 1},
 	{"flip a byte of the header checksum", flipByte(func(_, hdr int64) int64 { return hdr - 1 }), 1, 1, 1},
 	{"flip the first byte of data", flipByte(func(_, hdr int64) int64 { return hdr }), 1, 1, 1},
 	{"flip a byte in the middle of the data", flipByte(func(size, hdr int64) int64 { return (size + hdr) / 2 }), 1, 1, 1},
@@ -144,8 +204,8 @@ var damages = []damage{
 	{"truncate to 0", truncateTo(func(_, _ int64) int64 { return 0 }), 1, 1, 1},
 	{"truncate mid-header", truncateTo(func(_, hdr int64) int64 { return hdr / 2 }), 1, 1, 1},
 	{"truncate mid-data", truncateTo(func(size, hdr int64) int64 { return (size + hdr) / 2 }), 1, 1, 1},
-	{"zeros in place of the entry (torn by a power loss)", func(t *testing.T, c *Cache, victim, _ string) {
-		path := c.pathOf(victim)
+	{"zeros in place of the entry (torn by a power loss)", func(t *testing.T, c *Cache, victim, _ target) {
+		path := c.pathOfTarget(victim)
 		info, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
@@ -154,16 +214,16 @@ var damages = []damage{
 			t.Fatal(err)
 		}
 	}, 1, 1, 1},
-	{"extend by a byte", func(t *testing.T, c *Cache, victim, _ string) {
-		f, err := os.OpenFile(c.pathOf(victim), os.O_WRONLY|os.O_APPEND, 0)
+	{"extend by a byte", func(t *testing.T, c *Cache, victim, _ target) {
+		f, err := os.OpenFile(c.pathOfTarget(victim), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.Write([]byte{0})
 		f.Close()
 	}, 1, 1, 1},
-	{"swap two entries", func(t *testing.T, c *Cache, victim, partner string) {
-		a, b := c.pathOf(victim), c.pathOf(partner)
+	{"swap two entries", func(t *testing.T, c *Cache, victim, partner target) {
+		a, b := c.pathOfTarget(victim), c.pathOfTarget(partner)
 		tmp := a + ".swap"
 		for _, mv := range [][2]string{{a, tmp}, {b, a}, {tmp, b}} {
 			if err := os.Rename(mv[0], mv[1]); err != nil {
@@ -171,8 +231,8 @@ var damages = []damage{
 			}
 		}
 	}, 2, 2, 2},
-	{"entry deleted", func(t *testing.T, c *Cache, victim, _ string) {
-		if err := os.Remove(c.pathOf(victim)); err != nil {
+	{"entry deleted", func(t *testing.T, c *Cache, victim, _ target) {
+		if err := os.Remove(c.pathOfTarget(victim)); err != nil {
 			t.Fatal(err)
 		}
 	}, 1, 1, 0},
@@ -206,11 +266,11 @@ func TestCorruptionMatrix(t *testing.T) {
 				wantCorrupt := d.inProcess
 				if restart {
 					c.Close()
-					d.apply(t, c, victim, partner)
+					d.apply(t, c, target{key: victim}, target{key: partner})
 					c = newCacheIn(t, opts, src)
 					wantCorrupt = d.acrossRestart
 				} else {
-					d.apply(t, c, victim, partner)
+					d.apply(t, c, target{key: victim}, target{key: partner})
 				}
 
 				for _, k := range keys {

@@ -34,7 +34,7 @@ type scanResults struct {
 
 // recover removes the temp files of earlier runs and indexes the entries
 // they left. Each entry's header is read and checked (its checksum, its
-// name against the key it names, its length against the file's), so a
+// name against the key and range it names, its length against the file's), so a
 // torn, truncated or misplaced entry is removed now. The data is checked
 // when the entry is opened, not here: that read is needed anyway, and
 // reading every byte of a large cache at start would delay the mount by
@@ -169,20 +169,23 @@ func (c *Cache) scanEntry(path, sub, name string) (*entry, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	// The name is the hash of the namespace and key the header records, so
-	// an entry swapped with another, or copied under another name, fails
-	// here. Entries of other origins are kept: they age out like any other.
-	id, sum := entryID(h.nsHash, h.key)
+	// The name is the hash of the namespace, key and range the header
+	// records, so an entry swapped with another (a range with another range
+	// of the same object too), or copied under another name, fails here.
+	// Entries of other origins are kept: they age out like any other.
+	id, sum := entryIDOf(h.nsHash, h.key, h.rng)
 	if id != name {
-		return nil, time.Time{}, fmt.Errorf("%w: %s holds %q, whose entry has another name", errCorrupt, path, h.key)
+		return nil, time.Time{}, fmt.Errorf("%w: %s holds %s, whose entry has another name", errCorrupt, path, h.rng.describe(h.key))
 	}
 	if h.version == "" {
 		return nil, time.Time{}, errUnversioned
 	}
 	return &entry{
-		id: name, sum: sum, key: h.key, version: h.version,
+		id: name, sum: sum, key: h.key, rng: h.rng, version: h.version,
 		dataLen: h.dataLen, fileLen: info.Size(),
-		unchecked: true, recovered: true,
+		// A whole object may have changed on the origin since; a range is
+		// only used at the version it records, which is its proof.
+		unchecked: !h.rng.ranged(), recovered: true,
 	}, info.ModTime(), nil
 }
 

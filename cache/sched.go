@@ -20,12 +20,16 @@ package cache
 // Locking: the scheduler's state is guarded by Cache.mu, like the rest of
 // the Cache. The dispatcher goroutine calls Feed functions without holding
 // any lock, because feeds belong to callers that take their own locks and
-// call back into the Cache. Stall counters are atomics.
+// call back into the Cache. Stall counters are atomics. Want.Done callbacks
+// are likewise collected under Cache.mu and called after it is released
+// (runDones), since they belong to callers too.
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"sync/atomic"
 	"time"
@@ -71,9 +75,29 @@ const (
 	// PrefetchMissing: the origin reported the key missing earlier.
 	PrefetchMissing
 	// PrefetchRefused: no room for more unread prefetched data, the queue
-	// is full, or the cache is closed.
+	// is full, the range is being fetched at another version, the cache is
+	// closed, or the Want is invalid (its Done says which).
 	PrefetchRefused
 )
+
+// ErrPrefetchRefused is the outcome (Want.Done) of a Prefetch refused for
+// want of room or queue space, or because the range is being fetched at
+// another version right now. Asking again later may succeed.
+var ErrPrefetchRefused = errors.New("prefetch refused: no room for more unread prefetched data, or the queue is full")
+
+// errTooLarge refuses a prefetch for good: the object is too large for the
+// cache ever to keep, so a Feed does not offer it again.
+var errTooLarge = fmt.Errorf("%w: larger than the cache can keep", ErrPrefetchRefused)
+
+// ErrNotKept is the outcome (Want.Done) of a prefetch whose object was
+// fetched but could not be kept on disk: no room (the rest is pinned, the
+// free-space floor, an object larger than the budget) or the cache
+// directory cannot take it.
+var ErrNotKept = errors.New("fetched but not kept in the cache: no room, or the cache directory cannot take it")
+
+// ErrFeedCancelled is the outcome (Want.Done) of a Want a Feed handed out
+// that was not fetched because the Feed was cancelled.
+var ErrFeedCancelled = errors.New("prefetch feed cancelled")
 
 // Scheduler limits.
 const (
@@ -207,53 +231,143 @@ func (k *controller) bdp() float64 {
 // count as a slow link.
 func (k *controller) idle() { k.lastSample = time.Time{} }
 
-// Want names an object to prefetch.
+// Want names an object, or a byte range of one, to prefetch.
 type Want struct {
 	Key     string
-	Version string // the manifest's version; "" when unknown
+	Version string // the manifest's version (or strong ETag); "" when unknown
 	// Size is the expected size (exact from a manifest, or an estimate);
 	// 0 when unknown. The scheduler keeps about two bandwidth-delay
 	// products of bytes requested and not yet received, counted with it.
 	Size int64
+	// Off, Len: when Len > 0, only bytes [Off, Off+Len) of Key at Version
+	// (required), cached as the range entry OpenRange uses. Size is then
+	// ignored (Len is the size). Off without Len is invalid.
+	Off, Len int64
+	// Done, when not nil, is called exactly once, from a goroutine holding
+	// no cache lock, when the prefetch has an outcome: nil once the object
+	// (range) is on disk or was already cached; an error when it failed
+	// (the fetch's error, wrapped), was refused (ErrPrefetchRefused; also
+	// ErrNoRanges or a message for an invalid Want), is remembered missing
+	// (fs.ErrNotExist), was fetched but not kept (ErrNotKept), or the cache
+	// closed (ErrClosed). It may run before Prefetch returns (already
+	// cached, refused), but never while Cache.mu is held. A Want handed out
+	// by a Feed is the same, except that a refusal for room is not an
+	// outcome (the Feed offers it again later) and a Want the Feed held back
+	// when it is cancelled gets ErrFeedCancelled. Close returns only after
+	// every Done of its fetches has returned, so Done must not call Close.
+	Done func(error)
+}
+
+// span is the byte range the Want asks for (zero: the whole object).
+func (w *Want) span() span {
+	if w.Len > 0 {
+		return span{off: w.Off, n: w.Len}
+	}
+	return span{}
+}
+
+// doneCall is a Want.Done call to make once Cache.mu is released.
+type doneCall struct {
+	done func(error)
+	err  error
+}
+
+// runDones calls what calls collected. Never with Cache.mu held.
+func runDones(calls []doneCall) {
+	for _, d := range calls {
+		if d.done != nil {
+			d.done(d.err)
+		}
+	}
+}
+
+// outcomeLocked is the Done outcome of a flight that has ended.
+func (fl *flight) outcomeLocked() error {
+	switch {
+	case fl.err != nil:
+		return fl.err
+	case fl.res != nil && fl.res.entry == nil:
+		return fmt.Errorf("fetch %s: %w", fl.rng.describe(fl.key), ErrNotKept)
+	}
+	return nil // on disk, or found current by a revalidation
+}
+
+// doneCallsLocked takes the Done calls of an ended flight.
+func (fl *flight) doneCallsLocked() []doneCall {
+	if len(fl.dones) == 0 {
+		return nil
+	}
+	err := fl.outcomeLocked()
+	calls := make([]doneCall, len(fl.dones))
+	for i, d := range fl.dones {
+		calls[i] = doneCall{d, err}
+	}
+	fl.dones = nil
+	return calls
 }
 
 // Prefetch asks for w to be fetched into the cache at priority class (not
 // ClassDemand), unless it is cached, already in flight or queued,
 // remembered missing, or there is no room for more unread prefetched data.
-// A key queued at a lower class moves up. Prefetch never blocks and never
-// waits for the fetch.
+// A key (range) queued at a lower class moves up. Prefetch never blocks and
+// never waits for the fetch; w.Done tells the outcome.
 func (c *Cache) Prefetch(w Want, class Class) PrefetchResult {
 	if class <= ClassDemand || class >= numClasses {
 		class = ClassBackground
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	res, _ := c.prefetchLocked(w, class, nil)
+	res, size, err := c.prefetchLocked(w, class, nil)
 	if res == PrefetchQueued {
 		c.dispatchLocked()
+	}
+	c.mu.Unlock()
+	if !attached(res, size) && w.Done != nil {
+		w.Done(err)
 	}
 	return res
 }
 
+// attached says whether prefetchLocked, returning res and size, handed the
+// Want's Done to a flight, which calls it when it ends.
+func attached(res PrefetchResult, size int64) bool {
+	return res == PrefetchQueued || res == PrefetchPresent && size < 0
+}
+
 // prefetchLocked is Prefetch under Cache.mu; a fetch it queues or joins is
-// counted in feed f (if not nil). For PrefetchPresent, size is the cached
-// object's size, or -1 when the key is in flight.
-func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, int64) {
-	key, version := w.Key, w.Version
+// counted in feed f (if not nil), and gets w.Done. For PrefetchPresent, size
+// is the cached object's size, or -1 when the key is in flight. Unless the
+// Done was handed to a flight (attached), err is the outcome for it: nil
+// when cached, errors.Is ErrPrefetchRefused for a refusal that may pass
+// later, another error for a Want that can never be fetched.
+func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, int64, error) {
+	key, version, rng := w.Key, w.Version, w.span()
 	if c.closed {
-		return PrefetchRefused, 0
+		return PrefetchRefused, 0, fmt.Errorf("prefetch %s: %w", rng.describe(key), ErrClosed)
+	}
+	switch {
+	case w.Len < 0 || w.Len == 0 && w.Off != 0:
+		return PrefetchRefused, 0, fmt.Errorf("prefetch %q: offset %d and length %d: a range needs a length > 0", key, w.Off, w.Len)
+	case rng.ranged():
+		if err := c.checkRange(key, version, rng); err != nil {
+			return PrefetchRefused, 0, fmt.Errorf("prefetch: %w", err)
+		}
 	}
 	if version == "" {
 		if _, ok := c.notFound.Peek(key); ok {
-			return PrefetchMissing, 0
+			return PrefetchMissing, 0, fmt.Errorf("prefetch %q: %w (remembered from an earlier fetch)", key, fs.ErrNotExist)
 		}
 	}
-	id, sum := entryID(c.nsHash, key)
+	id, sum := entryIDOf(c.nsHash, key, rng)
 	if e := c.index[id]; e != nil && (version == "" || e.version == version) {
-		return PrefetchPresent, e.dataLen
+		return PrefetchPresent, e.dataLen, nil
 	}
 	s := &c.sched
 	if fl := c.flights[id]; fl != nil {
+		if rng.ranged() && fl.version != version {
+			s.stats.Refused++
+			return PrefetchRefused, 0, fmt.Errorf("prefetch %s: being fetched at version %s, not %s: %w",
+				rng.describe(key), fl.version, version, ErrPrefetchRefused)
+		}
 		if fl.queued && class < fl.class {
 			fl.class = class
 			s.queues[class] = append(s.queues[class], fl)
@@ -262,26 +376,43 @@ func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, in
 			fl.feeds = append(fl.feeds, f)
 			f.outstanding++
 		}
-		return PrefetchPresent, -1
+		if w.Done != nil {
+			fl.dones = append(fl.dones, w.Done)
+		}
+		return PrefetchPresent, -1, nil
 	}
-	if s.queued >= maxQueued || !c.prefetchRoomLocked() || !c.keepableLocked(w.Size) {
+	hint := w.Size
+	if rng.ranged() {
+		hint = rng.n
+	}
+	if !c.keepableLocked(hint) {
 		s.stats.Refused++
-		return PrefetchRefused, 0
+		return PrefetchRefused, 0, fmt.Errorf("prefetch %s of %d bytes: %w", rng.describe(key), hint, errTooLarge)
+	}
+	if s.queued >= maxQueued || !c.prefetchRoomLocked() {
+		s.stats.Refused++
+		return PrefetchRefused, 0, fmt.Errorf("prefetch %s: %w", rng.describe(key), ErrPrefetchRefused)
 	}
 	fl := &flight{
 		done: make(chan struct{}), id: id, sum: sum, key: key,
 		class: class, queued: true, prefetch: true, reuse: math.MaxUint32,
-		hint: w.Size,
+		hint: hint,
+	}
+	if rng.ranged() {
+		fl.rng, fl.version = rng, version
 	}
 	if f != nil {
 		fl.feeds = []*Feed{f}
 		f.outstanding++
 	}
+	if w.Done != nil {
+		fl.dones = []func(error){w.Done}
+	}
 	c.flights[id] = fl
 	s.queues[class] = append(s.queues[class], fl)
 	s.queued++
 	c.startDispatcherLocked()
-	return PrefetchQueued, 0
+	return PrefetchQueued, 0, nil
 }
 
 // keepableLocked says whether an object of the expected size (0: unknown)

@@ -1,10 +1,12 @@
 package cache
 
 // Background feeds and the dispatcher goroutine that pulls them. Locking as
-// in sched.go: state under Cache.mu, Feed.next called with no lock held.
+// in sched.go: state under Cache.mu, Feed.next and Want.Done called with no
+// lock held.
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 )
 
@@ -34,6 +36,10 @@ type Feed struct {
 	outstanding int  // flights counting this feed
 	progress    FeedProgress
 	err         error // the first failure
+	// held is a Want refused for room, offered again before next is
+	// called; its Done gets ErrFeedCancelled if the feed ends first.
+	held    Want
+	hasHeld bool
 }
 
 // AddFeed starts pulling keys from next in the background: each key is
@@ -65,10 +71,26 @@ func (f *Feed) Done() <-chan struct{} { return f.done }
 // in the cache.
 func (f *Feed) Cancel() {
 	f.c.mu.Lock()
-	defer f.c.mu.Unlock()
 	f.cancelled = true
 	f.c.dropFeedLocked(f)
 	f.c.feedCheckDoneLocked(f)
+	calls := f.dropHeldLocked(ErrFeedCancelled)
+	f.c.mu.Unlock()
+	runDones(calls)
+}
+
+// dropHeldLocked forgets the Want held back for room, returning its Done
+// call with err.
+func (f *Feed) dropHeldLocked(err error) []doneCall {
+	if !f.hasHeld {
+		return nil
+	}
+	w := f.held
+	f.held, f.hasHeld = Want{}, false
+	if w.Done == nil {
+		return nil
+	}
+	return []doneCall{{w.Done, fmt.Errorf("prefetch %s: %w", w.span().describe(w.Key), err)}}
 }
 
 // Progress reports how far the feed has got.
@@ -156,38 +178,57 @@ func (c *Cache) pullFeeds() {
 		}
 		queued := 0
 		for queued < room && c.ctx.Err() == nil {
-			w, ok := f.next() // the caller's code: no lock held
+			c.mu.Lock()
+			w, ok := f.held, f.hasHeld
+			f.held, f.hasHeld = Want{}, false
+			c.mu.Unlock()
+			if !ok {
+				w, ok = f.next() // the caller's code: no lock held
+			}
+			var calls []doneCall
 			c.mu.Lock()
 			switch {
 			case f.cancelled:
+				if ok {
+					calls = append(calls, doneCall{w.Done, fmt.Errorf("prefetch %s: %w", w.span().describe(w.Key), ErrFeedCancelled)})
+				}
 				ok = false
 			case !ok:
 				f.exhausted = true
 				c.dropFeedLocked(f)
 				c.feedCheckDoneLocked(f)
 			default:
-				res, size := c.prefetchLocked(w, ClassBackground, f)
-				switch res {
-				case PrefetchQueued:
+				res, size, err := c.prefetchLocked(w, ClassBackground, f)
+				switch {
+				case res == PrefetchQueued:
 					queued++
 					c.dispatchLocked()
-				case PrefetchPresent:
+				case res == PrefetchPresent:
 					if size >= 0 { // cached; else in flight, counted when it ends
 						f.progress.DoneKeys++
 						f.progress.DoneBytes += size
+						calls = append(calls, doneCall{w.Done, nil})
 					}
-				case PrefetchMissing:
+				case res == PrefetchMissing:
 					f.progress.DoneKeys++
 					f.progress.MissingKeys++
-				case PrefetchRefused:
-					// No room: put the key back by remembering it, and
-					// wait for reads (or Close) to make room.
-					f.pushBack(w)
+					calls = append(calls, doneCall{w.Done, err})
+				case errors.Is(err, ErrPrefetchRefused) && !errors.Is(err, errTooLarge):
+					// No room: hold the Want back, and wait for reads (or
+					// Close) to make room.
+					f.held, f.hasHeld = w, true
 					ok = false
 					room = 0
+				default: // a Want that can never be fetched (or kept), or the cache closed
+					f.progress.FailedKeys++
+					if f.err == nil {
+						f.err = err
+					}
+					calls = append(calls, doneCall{w.Done, err})
 				}
 			}
 			c.mu.Unlock()
+			runDones(calls)
 			if !ok {
 				break
 			}
@@ -195,22 +236,6 @@ func (c *Cache) pullFeeds() {
 		if room == 0 {
 			return
 		}
-	}
-}
-
-// pushBack makes the next call of f.next return key again. Guarded by
-// Cache.mu (next is only called by the dispatcher, which holds no lock while
-// calling it, and pushBack runs on the dispatcher too).
-func (f *Feed) pushBack(w Want) {
-	inner := f.next
-	used := false
-	f.next = func() (Want, bool) {
-		if !used {
-			used = true
-			f.next = inner
-			return w, true
-		}
-		return inner()
 	}
 }
 
@@ -236,8 +261,10 @@ func (c *Cache) feedToPullLocked() (*Feed, int) {
 }
 
 // closeSchedLocked ends what Close must end: queued flights fail with
-// ErrClosed, feeds are cancelled.
-func (c *Cache) closeSchedLocked() {
+// ErrClosed, feeds are cancelled. It returns the Done calls to make once
+// Cache.mu is released.
+func (c *Cache) closeSchedLocked() []doneCall {
+	var calls []doneCall
 	s := &c.sched
 	for k := range s.queues {
 		for _, fl := range s.queues[k] {
@@ -255,6 +282,7 @@ func (c *Cache) closeSchedLocked() {
 			}
 			fl.feeds = nil
 			close(fl.done)
+			calls = append(calls, fl.doneCallsLocked()...)
 		}
 		s.queues[k] = nil
 	}
@@ -263,8 +291,10 @@ func (c *Cache) closeSchedLocked() {
 	}
 	for _, f := range s.feeds {
 		c.feedCheckDoneLocked(f)
+		calls = append(calls, f.dropHeldLocked(ErrClosed)...)
 	}
 	s.feeds = nil
+	return calls
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -47,10 +47,13 @@ type Chunks interface {
 type FS struct {
 	// view is the store as last discovered or refreshed. Every operation
 	// reads it once and works on that one consistent version.
-	view      atomic.Pointer[view]
-	origin    Origin
-	chunks    Chunks
-	planner   *planner // readahead policy (planner.go); nil disables prefetching
+	view    atomic.Pointer[view]
+	origin  Origin
+	chunks  Chunks
+	planner *planner // readahead policy (planner.go); nil disables prefetching
+	// ranged reads shards and big objects by blocks (ranged.go); nil when
+	// the cache cannot read ranges.
+	ranged    *rangedObjects
 	log       *slog.Logger
 	attrValid time.Duration
 	mtime     time.Time
@@ -101,6 +104,10 @@ func newFS(store *Store, origin Origin, chunks Chunks, log *slog.Logger, attrVal
 		files:        map[string]fusefs.Node{},
 	}
 	f.view.Store(&view{Store: store})
+	if rc, ok := chunks.(rangeChunks); ok {
+		so, _ := origin.(suffixOrigin)
+		f.ranged = newRangedObjects(rc, so, log)
+	}
 	return f
 }
 
@@ -461,6 +468,14 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 		}
 	case kind == zarr.EntryChunk:
 		return f.fileNode(v, key, func() (fusefs.Node, error) {
+			// A shard: one suffix request learns its size and version and
+			// reads its index, instead of downloading it whole.
+			if t, ok, err := f.ranged.learn(ctx, arr.Array, key); err != nil {
+				return nil, f.errno("lookup", key, err)
+			} else if ok {
+				f.planner.observeSize(arr, t.size)
+				return &chunkFile{fs: f, key: key, size: t.size, version: t.version, arrPath: arr.Path, coords: coords}, nil
+			}
 			r, err := f.chunks.Open(ctx, key)
 			if err != nil {
 				return nil, f.errno("lookup", key, err)
@@ -612,8 +627,17 @@ func (c *chunkFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.
 		// version of the store: a refresh may have changed the neighbours
 		// since this node was looked up.
 		v := c.fs.current()
-		if arr := v.Tree.Lookup(c.arrPath); arr != nil && arr.Kind == zarr.KindArray {
-			c.fs.planner.access(v.Store, arr, c.coords, c.key)
+		var arr *zarr.Array
+		if n := v.Tree.Lookup(c.arrPath); n != nil && n.Kind == zarr.KindArray {
+			arr = n.Array
+			c.fs.planner.access(v.Store, n, c.coords, c.key)
+		}
+		if h, err := c.openRanged(ctx, arr); h != nil || err != nil {
+			if err != nil {
+				return nil, err
+			}
+			resp.Flags |= fuse.OpenKeepCache
+			return h, nil
 		}
 		var err error
 		if c.version != "" {
@@ -635,6 +659,24 @@ func (c *chunkFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.
 	// Data under one version never changes: let the page cache keep it.
 	resp.Flags |= fuse.OpenKeepCache
 	return &chunkHandle{fs: c.fs, key: c.key, r: r}, nil
+}
+
+// openRanged opens the chunk by blocks when it is a shard or a big object
+// of known version; (nil, nil) means read it whole.
+func (c *chunkFile) openRanged(ctx context.Context, arr *zarr.Array) (fusefs.Handle, error) {
+	r := c.fs.ranged
+	if !r.eligible(arr, c.key, c.version, c.size) {
+		return nil, nil
+	}
+	t, err := r.table(ctx, arr, c.key, c.version, c.size)
+	switch {
+	case r.noteUnsupported(err):
+		return nil, nil
+	case err != nil:
+		return nil, c.fs.rangeErrno(c.key, err)
+	}
+	r.stats.objects.Add(1)
+	return &rangedHandle{fs: c.fs, key: c.key, t: t, last: -2}, nil
 }
 
 // chunkHandle is one open of a chunk file.

@@ -115,7 +115,7 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 		MinFreeBytes: cfg.CacheFree,
 		Namespace:    cfg.URL,
 		Logger:       cfg.Logger,
-	}, client)
+	}, rangeSource{client})
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
@@ -142,7 +142,7 @@ func Mount(ctx context.Context, cfg Config) (m *Session, err error) {
 	fsys := newFS(store, client, c, cfg.Logger, cfg.AttrValid)
 	fsys.controlSocket = cfg.ControlSocket
 	if !cfg.NoPrefetch {
-		fsys.planner = newPlanner(store, cacheSink{c}, cfg.CacheBytes, cfg.Logger)
+		fsys.planner = newPlanner(store, rangedSink{inner: cacheSink{c}, fs: fsys}, cfg.CacheBytes, cfg.Logger)
 	}
 	srv := fusefs.New(conn, nil)
 	fsys.server = srv
@@ -200,6 +200,7 @@ type Stats struct {
 	Cache       cache.Stats    `json:"cache"`
 	Remote      remote.Stats   `json:"remote"` // traffic with the origin
 	Prefetch    PrefetchStats  `json:"prefetch"`
+	Ranged      RangedStats    `json:"ranged"` // shards and big objects read by blocks
 	LastRefresh *RefreshReport `json:"last_refresh,omitempty"`
 }
 
@@ -221,7 +222,19 @@ func (m *Session) Stats() Stats {
 		Cache:       m.cache.Stats(),
 		Remote:      m.client.Stats(),
 		Prefetch:    m.PrefetchStats(),
+		Ranged:      m.fs.ranged.Stats(),
 	}
+}
+
+// rangeSource lets the cache read ranges of objects through the client.
+type rangeSource struct{ *remote.Client }
+
+func (s rangeSource) FetchRange(ctx context.Context, key, version string, off, n int64, w io.Writer) error {
+	p, err := s.Client.FetchRange(ctx, key, version, off, n, w)
+	if err == nil && p.Length != n {
+		err = fmt.Errorf("fetch %s bytes %d-%d: got %d bytes of %d: %w", key, off, off+n-1, p.Length, p.Total, remote.ErrChanged)
+	}
+	return err
 }
 
 // Wait blocks until the file system is unmounted (by Unmount, by
@@ -235,6 +248,7 @@ func (m *Session) Wait() error {
 func (m *Session) release() {
 	m.stop()
 	m.fs.planner.close()
+	m.fs.ranged.close()
 	m.cancelJobs()
 	_ = m.conn.Close()
 	_ = m.cache.Close()

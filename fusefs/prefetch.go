@@ -99,7 +99,7 @@ func (m *Session) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
 	}
 	job := &prefetchJob{started: time.Now()}
 	job.keys, job.bytes, job.exact = m.estimate(v.Store, spans)
-	job.feed = m.cache.AddFeed(spanFeed(v.Store, spans, m.fs.planner))
+	job.feed = m.cache.AddFeed(m.fs.ranged.expandFeed(m.fs.arrayOf, spanFeed(v.Store, spans, m.fs.planner)))
 	m.jobsMu.Lock()
 	m.nextJob++
 	job.id = m.nextJob

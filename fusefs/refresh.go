@@ -71,6 +71,7 @@ func (f *FS) refresh(ctx context.Context) (rep RefreshReport, err error) {
 		// Without versions per key any cached chunk may have changed: each
 		// is revalidated when next opened (a 304 costs no transfer).
 		f.chunks.MarkStale()
+		f.ranged.forget()
 	}
 	f.listings.Purge()
 	rep.Invalidated = f.invalidate(old, next, changedKeys, rep.NodesRemoved, rep.NodesChanged)

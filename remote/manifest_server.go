@@ -15,6 +15,11 @@ package remote
 // GET applies through os.Root), so every key GET can serve is listed and
 // nothing else; a symlink cycle is cut where a directory would be entered a
 // second time on the same path.
+//
+// Most requests do not walk: they are answered from the store's index
+// (manifest_index.go), which this walker's code builds and inotify keeps
+// current. The walk per request remains for stores the index cannot be
+// trusted with (symlinks, remote file systems, limits).
 
 import (
 	"bytes"
@@ -29,12 +34,13 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,12 +55,6 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, base stri
 		http.Error(w, "400 bad request: bad prefix", http.StatusBadRequest)
 		return
 	}
-	select {
-	case s.manifestSlots <- struct{}{}:
-		defer func() { <-s.manifestSlots }()
-	case <-r.Context().Done():
-		return
-	}
 	rel := base
 	if rel == "" {
 		rel = "."
@@ -65,13 +65,25 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, base stri
 		return
 	}
 	defer dir.Close()
-	if fi, err := dir.Stat(); err != nil || !fi.IsDir() {
+	fi, err := dir.Stat()
+	if err != nil || !fi.IsDir() {
 		http.NotFound(w, r)
 		return
 	}
 
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && s.indexes != nil {
+		if s.serveManifestFromIndex(w, r, base, st, prefix) {
+			return
+		}
+	}
+	select {
+	case s.manifestSlots <- struct{}{}:
+		defer func() { <-s.manifestSlots }()
+	case <-r.Context().Done():
+		return
+	}
 	if inm := r.Header.Get("If-None-Match"); inm != "" {
 		// Revalidation costs a walk (the stat calls) but no compression
 		// and no transfer.
@@ -94,8 +106,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, base stri
 	}
 	w.WriteHeader(http.StatusOK)
 
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(true))
+	zw, err := newManifestZstd(w)
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -140,6 +151,40 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, base stri
 	}
 }
 
+// serveManifestFromIndex answers from the index of base; false: the index
+// cannot answer (being off for this store), walk instead.
+func (s *Server) serveManifestFromIndex(w http.ResponseWriter, r *http.Request, base string, st *syscall.Stat_t, prefix string) bool {
+	ix := s.indexes.get(base)
+	if ix == nil {
+		return false
+	}
+	a, err := ix.answer(r.Context(), uint64(st.Dev), st.Ino, prefix, r.Header.Get("If-None-Match"), r.Method == http.MethodHead)
+	switch {
+	case errors.Is(err, errIndexOff):
+		return false
+	case err != nil:
+		if r.Context().Err() == nil {
+			s.fail(w, r, http.StatusServiceUnavailable, err)
+		}
+		return true
+	}
+	h := w.Header()
+	h.Set("ETag", a.tag)
+	if a.body == nil && r.Method != http.MethodHead {
+		w.WriteHeader(http.StatusNotModified)
+		return true
+	}
+	h.Set("Content-Type", ManifestContentType)
+	if a.body != nil {
+		h.Set("Content-Length", strconv.Itoa(a.body.Len()))
+	}
+	w.WriteHeader(http.StatusOK)
+	if a.body != nil {
+		_, _ = a.body.WriteTo(w)
+	}
+	return true
+}
+
 // etagListMatches evaluates If-None-Match (weak comparison, RFC 9110
 // 13.1.2) against tag.
 func etagListMatches(list, tag string) bool {
@@ -164,6 +209,11 @@ type manifestWalker struct {
 	sinceTick int
 	writeErr  error // the first write error: the client is gone
 
+	// For index builds: onFile, when set, takes each listed file instead
+	// of the encoder; symlink is the first symlink name readDir met.
+	onFile  func(e *dirEnt, r *fileStat) error
+	symlink string
+
 	ancestors [][2]uint64   // (dev, ino) of the directories being walked
 	stats     [2][]fileStat // statFiles' result buffers, reused
 }
@@ -174,10 +224,11 @@ const (
 	kindDir
 	kindLinkFile // symlink to a regular file inside the root
 	kindLinkDir  // symlink to a directory inside the root
+	kindDead     // in an index: removed (its name stays until a merge)
 )
 
 // dirEntries is one directory's entries, packed: names (with "/" after a
-// directory's name) in one arena, 16 bytes of index per entry.
+// directory's name) in one arena, 24 bytes of index per entry.
 type dirEntries struct {
 	arena []byte
 	ents  []dirEnt
@@ -186,9 +237,12 @@ type dirEntries struct {
 // dirEnt is one entry: its name (with the "/" of a directory) is
 // arena[off:off+n]; pre holds the name's first 8 bytes, big-endian, so most
 // comparisons of the sort are one integer comparison. NAME_MAX is 255, so n
-// fits in 16 bits.
+// fits in 16 bits. An index (manifest_index.go) keeps the sorted listing
+// as its own, in place: pre then holds the file's ETag (see hashOfETag)
+// and size its size, so a million keys are listed and indexed in one array.
 type dirEnt struct {
 	pre  uint64
+	size int64
 	off  uint32
 	n    uint16
 	kind uint8
@@ -228,6 +282,9 @@ func (wk *manifestWalker) walk(f *os.File, rel, keyPfx string) error {
 
 	list, err := wk.readDir(f, rel)
 	if err != nil {
+		if keyPfx != "" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)) {
+			return nil // removed (or replaced by a file) since its parent was listed
+		}
 		return err
 	}
 	ents := list.ents
@@ -280,6 +337,8 @@ const statBatch = 2048
 type fileStat struct {
 	listed bool // a regular file matching the prefix
 	size   int64
+	nlink  uint64
+	ino    uint64
 	etag   [18]byte
 	err    error
 }
@@ -290,7 +349,9 @@ func (wk *manifestWalker) statFiles(f *os.File, rel, keyPfx string, list *dirEnt
 	fd := int(f.Fd())
 	one := func(e dirEnt, r *fileStat) {
 		*r = fileStat{}
-		name := list.name(e)
+		// The name shares the arena, which nothing changes during the
+		// walk, and is used only within this call: no allocation per file.
+		name := unsafe.String(unsafe.SliceData(list.nameBytes(e)), len(list.nameBytes(e)))
 		if wk.prefix != "" && !wk.wantsKey(keyPfx+name) {
 			return
 		}
@@ -309,7 +370,7 @@ func (wk *manifestWalker) statFiles(f *os.File, rel, keyPfx string, list *dirEnt
 		} else if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
 		}
-		r.listed, r.size, r.etag = true, st.Size, fileETag(&st)
+		r.listed, r.size, r.nlink, r.ino, r.etag = true, st.Size, uint64(st.Nlink), st.Ino, fileETag(&st)
 	}
 	workers := min(runtime.GOMAXPROCS(0), 4)
 	// start stats batch into res in the background; the returned func waits.
@@ -347,7 +408,13 @@ func (wk *manifestWalker) statFiles(f *os.File, rel, keyPfx string, list *dirEnt
 				return r.err
 			}
 			if r.listed {
-				if err := wk.emit(keyPfx, list.nameBytes(run[off+k]), r.size, r.etag[:]); err != nil {
+				var err error
+				if wk.onFile != nil {
+					err = wk.onFile(&run[off+k], r)
+				} else {
+					err = wk.emit(keyPfx, list.nameBytes(run[off+k]), r.size, r.etag[:])
+				}
+				if err != nil {
 					wait()
 					return err
 				}
@@ -376,7 +443,7 @@ func fstatatNoFollow(dirfd int, name string, st *syscall.Stat_t) error {
 			return err
 		}
 		*st = syscall.Stat_t{
-			Dev: ust.Dev, Ino: ust.Ino, Mode: ust.Mode, Size: ust.Size,
+			Dev: ust.Dev, Ino: ust.Ino, Nlink: ust.Nlink, Mode: ust.Mode, Size: ust.Size,
 			Mtim: syscall.Timespec(ust.Mtim), Ctim: syscall.Timespec(ust.Ctim),
 		}
 		return nil
@@ -458,6 +525,9 @@ func (wk *manifestWalker) addEntry(d *dirEntries, fd int, rel string, name []byt
 		case syscall.S_IFLNK:
 			typ = unix.DT_LNK
 		}
+	}
+	if typ == unix.DT_LNK && wk.symlink == "" {
+		wk.symlink = string(name)
 	}
 	var kind uint8
 	switch typ {

@@ -11,9 +11,10 @@ package remote
 // normalizeRange). The path segment ".zarrfs" is reserved for the server's
 // own endpoints (the manifest) and never names a file.
 //
-// Concurrency: a Server holds no locks. Manifest walks, the only requests
-// whose memory grows with the store, are bounded by a semaphore channel
-// (manifestSlots).
+// Concurrency: serving files takes no locks. The manifest's indexes have
+// their own (lock order in manifest_index.go). Manifest walks, index builds
+// and encodes, the only work whose memory grows with the store, are bounded
+// by a semaphore channel (manifestSlots).
 
 import (
 	"bufio"
@@ -60,8 +61,9 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds the graceful shutdown: requests still running
 	// after it are cut. Default 10s.
 	ShutdownTimeout time.Duration
-	// MaxManifestWalks caps concurrent manifest requests (each holds the
-	// names of the directories it is in). Default 2; others wait.
+	// MaxManifestWalks caps concurrent manifest walks, index builds and
+	// encodes (each holds the names of a directory or a store's index).
+	// Default 2; others wait.
 	MaxManifestWalks int
 }
 
@@ -73,6 +75,7 @@ type Server struct {
 	log           *slog.Logger
 	manifestSlots chan struct{}
 	now           func() time.Time
+	indexes       *indexSet // manifest indexes (manifest_index.go)
 }
 
 // NewServer opens cfg.Dir for serving. Close releases it.
@@ -109,17 +112,24 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{
+	s := &Server{
 		cfg:           cfg,
 		root:          root,
 		log:           log,
 		manifestSlots: make(chan struct{}, cfg.MaxManifestWalks),
 		now:           time.Now,
-	}, nil
+	}
+	s.indexes = newIndexSet(s)
+	s.indexes.startEager()
+	return s, nil
 }
 
-// Close releases the served directory. Call it after Serve has returned.
-func (s *Server) Close() error { return s.root.Close() }
+// Close stops the manifest indexes and releases the served directory. Call
+// it after Serve has returned.
+func (s *Server) Close() error {
+	s.indexes.close()
+	return s.root.Close()
+}
 
 // Serve answers connections from ln until ctx ends, then shuts down
 // gracefully: it stops accepting, lets requests in flight finish for up to

@@ -229,6 +229,18 @@ func renderStats(s, prev *statsView, elapsed time.Duration, now time.Time) strin
 		line("stalls", "%s", stall)
 	}
 
+	if r := s.Ranged; r.Objects > 0 || r.Unsupported {
+		ranged := fmt.Sprintf("%d shard and big-object opens read by blocks (%d block opens, %d shard indexes read)",
+			r.Objects, r.BlockOpens, r.Tables)
+		if r.BadIndexes > 0 {
+			ranged += fmt.Sprintf(", %d damaged shard indexes", r.BadIndexes)
+		}
+		if r.Unsupported {
+			ranged = "off: the origin ignores byte ranges, objects are read whole"
+		}
+		line("ranges", "%s", ranged)
+	}
+
 	if r := s.LastRefresh; r != nil {
 		ago := roundDuration(now.Sub(r.At))
 		switch {
