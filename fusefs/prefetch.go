@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zarrfs/zarrfs/cache"
@@ -61,7 +62,7 @@ type PrefetchTarget struct {
 // PrefetchProgress is the state of an explicit prefetch.
 type PrefetchProgress struct {
 	ID         int     `json:"id"`
-	Keys       int64   `json:"keys"`            // chunk keys it covers
+	Keys       int64   `json:"keys"`            // chunk keys it covers; a shard read by ranges counts as its blocks
 	Bytes      int64   `json:"bytes"`           // their total size: exact with a manifest, else an estimate
 	BytesExact bool    `json:"bytes_exact"`     // Bytes comes from the manifest
 	Elapsed    float64 `json:"elapsed_s"`       // seconds since it started
@@ -77,6 +78,9 @@ type prefetchJob struct {
 	exact   bool
 	started time.Time
 	feed    *cache.Feed
+	// blocks counts the pieces shards were expanded into beyond one key
+	// each, so that done keys never pass the total.
+	blocks atomic.Int64
 }
 
 // maxFinishedJobs bounds the finished jobs kept for their progress.
@@ -99,7 +103,8 @@ func (m *Session) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
 	}
 	job := &prefetchJob{started: time.Now()}
 	job.keys, job.bytes, job.exact = m.estimate(v.Store, spans)
-	job.feed = m.cache.AddFeed(m.fs.ranged.expandFeed(m.fs.arrayOf, spanFeed(v.Store, spans, m.fs.planner)))
+	job.feed = m.cache.AddFeed(m.fs.ranged.expandFeed(m.fs.arrayOf, spanFeed(v.Store, spans, m.fs.planner),
+		func(blocks int) { job.blocks.Add(int64(blocks - 1)) }))
 	m.jobsMu.Lock()
 	m.nextJob++
 	job.id = m.nextJob
@@ -168,7 +173,7 @@ func (m *Session) pruneJobsLocked() {
 
 func (j *prefetchJob) progress() PrefetchProgress {
 	p := PrefetchProgress{
-		ID: j.id, Keys: j.keys, Bytes: j.bytes, BytesExact: j.exact,
+		ID: j.id, Keys: j.keys + j.blocks.Load(), Bytes: j.bytes, BytesExact: j.exact,
 		Elapsed:      time.Since(j.started).Seconds(),
 		FeedProgress: j.feed.Progress(),
 	}

@@ -588,9 +588,10 @@ func (r *rangedObjects) expandLoop() {
 }
 
 // expandFeed wraps a feed's generator so that shards and big objects come
-// out as their blocks. It blocks for a table that is not known yet (one
+// out as their blocks; expanded (if not nil) hears how many blocks each
+// expanded object became. It blocks for a table that is not known yet (one
 // request); the cache's dispatcher tolerates that.
-func (r *rangedObjects) expandFeed(arrayOf func(key string) *zarr.Array, next func() (cache.Want, bool)) func() (cache.Want, bool) {
+func (r *rangedObjects) expandFeed(arrayOf func(key string) *zarr.Array, next func() (cache.Want, bool), expanded func(blocks int)) func() (cache.Want, bool) {
 	if r == nil {
 		return next
 	}
@@ -621,6 +622,9 @@ func (r *rangedObjects) expandFeed(arrayOf func(key string) *zarr.Array, next fu
 				return w, true
 			default:
 				pending = wants
+				if expanded != nil {
+					expanded(len(wants))
+				}
 			}
 		}
 	}
@@ -660,7 +664,7 @@ func (s rangedSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResu
 }
 
 func (s rangedSink) StartFeed(next func() (cache.Want, bool)) feedHandle {
-	return s.inner.StartFeed(s.fs.ranged.expandFeed(s.fs.arrayOf, next))
+	return s.inner.StartFeed(s.fs.ranged.expandFeed(s.fs.arrayOf, next, nil))
 }
 
 // rangedHandle is one open of an object read by blocks.

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,42 @@ func TestShardsByRanges(t *testing.T) {
 		// index with the page before it.
 		if limit := int64(256<<10+2*4096) + int64(idxLen+4096); moved < n || moved > limit {
 			t.Errorf("moved %d bytes of the shard, want at most %d (its block and the index)\n%s", moved, limit, o.summary(10))
+		}
+	})
+
+	t.Run("prefetch", func(t *testing.T) {
+		// `zarrfs prefetch` fetches every shard as its blocks: reading them all afterwards
+		// costs no request, and the progress adds up.
+		o := newOrigin(t, dir)
+		m := mount(t, o.URL("sharded.zarr"))
+		out, err := runZarrfs(t, "prefetch", "--wait", m.Dir)
+		if err != nil {
+			t.Fatalf("zarrfs prefetch --wait: %v\n%s", err, out)
+		}
+		// Shards count as their blocks: done must reach the total, not pass it.
+		if m := regexp.MustCompile(`done: (\d+)/(\d+) chunks`).FindStringSubmatch(out); m == nil || m[1] != m[2] {
+			t.Errorf("prefetch output does not report the end with every piece done:\n%s", out)
+		}
+		o.settle(10 * time.Second)
+		before := len(o.requests())
+		for si := range shardedSide / shardedShard {
+			for sj := range shardedSide / shardedShard {
+				rel := fmt.Sprintf("temp/c/%d/%d", si, sj)
+				want, err := os.ReadFile(filepath.Join(store, filepath.FromSlash(rel)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := os.ReadFile(filepath.Join(m.Dir, filepath.FromSlash(rel)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s: %d bytes through the mount differ from the origin's %d", rel, len(got), len(want))
+				}
+			}
+		}
+		if reqs := o.requests()[before:]; len(reqs) > 0 {
+			t.Errorf("reading prefetched shards made %d requests:\n%s", len(reqs), o.summary(len(reqs)))
 		}
 	})
 
