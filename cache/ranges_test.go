@@ -959,6 +959,16 @@ func TestFeedOfRanges(t *testing.T) {
 		t.Fatalf("feed not done: %+v", f.Progress())
 	}
 	waitIdle(t, c)
+	// Done callbacks run after the cache's lock is released, so the last
+	// ones may still be on their way when the feed reports its end.
+	waitFor(t, "every Want's Done", func() bool {
+		for i := range logs {
+			if len(logs[i].calls()) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	p := f.Progress()
 	if !p.Finished || p.DoneKeys != 10 || p.MissingKeys != 1 || p.FailedKeys != 2 || p.DoneBytes != 9*n || p.FetchedBytes < 7*n {
 		t.Fatalf("progress %+v, want 10 done (1 missing, 9 ranges of %d bytes), 2 failed", p, n)

@@ -37,10 +37,12 @@ package fusefs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path"
 	"slices"
@@ -67,9 +69,12 @@ const (
 	// (and one request per this much when it wants them all).
 	shardBlockBytes = 256 << 10
 	mergeGapBytes   = 64 << 10
-	// maxIndexInMemory bounds the shard index bytes a table keeps.
-	maxIndexInMemory = 1 << 20
-	tableCacheSize   = 1024
+	// maxIndexInMemory bounds the shard index bytes a table keeps; a
+	// larger index is read from its cache entry like any block. With
+	// tableCacheSize tables this keeps their memory to tens of MB.
+	maxIndexInMemory = 64 << 10
+	tableCacheSize   = 256
+	missingShards    = 16384
 	handleReaders    = 4 // block readers one open file keeps open
 	blockReadahead   = 2 // blocks fetched ahead of a sequential reader
 	expandWorkers    = 4
@@ -192,9 +197,9 @@ func shardTable(arr *zarr.Array, version string, size int64, tail []byte) (*bloc
 	}
 	slices.SortFunc(stored, func(a, b span) int {
 		if a.off != b.off {
-			return cmpInt64(a.off, b.off)
+			return cmp.Compare(a.off, b.off)
 		}
-		return cmpInt64(a.n, b.n)
+		return cmp.Compare(a.n, b.n)
 	})
 	// Merge neighbours; overlapping inner chunks (legal, if odd) always
 	// share a block so that blocks stay disjoint.
@@ -211,7 +216,7 @@ func shardTable(arr *zarr.Array, version string, size int64, tail []byte) (*bloc
 		merged = append(merged, s)
 	}
 	if idx.n > 0 {
-		i, _ := slices.BinarySearchFunc(merged, idx.off, func(s span, off int64) int { return cmpInt64(s.off, off) })
+		i, _ := slices.BinarySearchFunc(merged, idx.off, func(s span, off int64) int { return cmp.Compare(s.off, off) })
 		merged = slices.Insert(merged, i, idx)
 	}
 	t := &blockTable{sharded: true, version: version, size: size, indexBlock: -1}
@@ -229,16 +234,6 @@ func shardTable(arr *zarr.Array, version string, size int64, tail []byte) (*bloc
 		t.tail = tail
 	}
 	return t, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // shardIndexSize is the index size of arr's shards when zarrfs can read
@@ -259,6 +254,9 @@ type rangedObjects struct {
 
 	tables  *lru.Cache[string, *blockTable] // key "\x00" version -> table
 	learned *lru.Cache[string, *blockTable] // key -> table learned without a manifest
+	// missing remembers shards the origin does not have (fill_value): a
+	// lookup of one is asked once, like the cache's memory of missing keys.
+	missing *lru.Cache[string, error]
 	loads   singleflight.Group
 	// unsupported is set once the origin answered a range with the whole
 	// object: everything is read whole from then on.
@@ -289,6 +287,7 @@ type RangedStats struct {
 	BadIndexes  int64 `json:"bad_indexes"` // shard indexes that failed to parse: read in fixed blocks
 	Expanded    int64 `json:"expanded"`    // predicted objects prefetched as blocks
 	BlockOpens  int64 `json:"block_opens"` // block entries opened for readers
+	Dropped     int64 `json:"dropped"`     // predicted objects not prefetched: the expansion queue was full
 	Unsupported bool  `json:"unsupported"` // the origin ignores ranges: objects are read whole
 }
 
@@ -300,6 +299,7 @@ func newRangedObjects(chunks rangeChunks, origin suffixOrigin, log *slog.Logger)
 		log:     log,
 		tables:  must(lru.New[string, *blockTable](tableCacheSize)),
 		learned: must(lru.New[string, *blockTable](tableCacheSize)),
+		missing: must(lru.New[string, error](missingShards)),
 		ctx:     ctx,
 		cancel:  cancel,
 		jobs:    make(chan expandJob, expandQueue),
@@ -325,7 +325,8 @@ func (r *rangedObjects) Stats() RangedStats {
 	}
 	return RangedStats{
 		Objects: r.stats.objects.Load(), Tables: r.stats.tables.Load(), BadIndexes: r.stats.badIndex.Load(),
-		Expanded: r.stats.expanded.Load(), BlockOpens: r.stats.blockOpen.Load(), Unsupported: r.unsupported.Load(),
+		Expanded: r.stats.expanded.Load(), BlockOpens: r.stats.blockOpen.Load(), Dropped: r.stats.dropped.Load(),
+		Unsupported: r.unsupported.Load(),
 	}
 }
 
@@ -334,6 +335,7 @@ func (r *rangedObjects) Stats() RangedStats {
 func (r *rangedObjects) forget() {
 	if r != nil {
 		r.learned.Purge()
+		r.missing.Purge()
 	}
 }
 
@@ -444,6 +446,9 @@ func (r *rangedObjects) learn(ctx context.Context, arr *zarr.Array, key string) 
 	if t, ok := r.learned.Get(key); ok {
 		return t, true, nil
 	}
+	if err, ok := r.missing.Get(key); ok {
+		return nil, false, err
+	}
 	ch := r.loads.DoChan("learn\x00"+key, func() (any, error) {
 		// The index and the page before it: enough for the index's fetch
 		// range whatever the size turns out to be.
@@ -452,6 +457,9 @@ func (r *rangedObjects) learn(ctx context.Context, arr *zarr.Array, key string) 
 		if err != nil {
 			if r.noteUnsupported(err) {
 				return nil, nil
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				r.missing.Add(key, err)
 			}
 			return nil, err
 		}

@@ -500,6 +500,28 @@ func TestRangedFallbacks(t *testing.T) {
 			t.Error("ranged reads are still on after the origin ignored a range")
 		}
 	})
+	t.Run("missing shard asked for once", func(t *testing.T) {
+		dir := genShardStore(t)
+		if err := os.Remove(filepath.Join(dir, "big/c/1/0")); err != nil {
+			t.Fatal(err)
+		}
+		x := newRangedFixture(t, dir, staticETagServer(dir, false))
+		root, _ := x.fs.Root()
+		big, err := root.(fusefs.NodeRequestLookuper).Lookup(context.Background(), &fuse.LookupRequest{Name: "big"}, &fuse.LookupResponse{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := x.origin.requests.Load()
+		for range 3 {
+			_, err := lookupPath(big, "c/1/0")
+			if err == nil || !strings.Contains(err.Error(), "no such file") {
+				t.Fatalf("lookup of a missing shard: %v, want ENOENT", err)
+			}
+		}
+		if n := x.origin.requests.Load() - before; n != 1 {
+			t.Errorf("3 lookups of a missing shard made %d requests, want 1", n)
+		}
+	})
 	t.Run("changed on the origin", func(t *testing.T) {
 		dir := genShardStore(t)
 		srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
@@ -584,4 +606,15 @@ func TestRangedPrefetch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lookupPath looks up a slash path below n.
+func lookupPath(n fusefs.Node, p string) (fusefs.Node, error) {
+	for _, name := range strings.Split(p, "/") {
+		var err error
+		if n, err = n.(fusefs.NodeRequestLookuper).Lookup(context.Background(), &fuse.LookupRequest{Name: name}, &fuse.LookupResponse{}); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }

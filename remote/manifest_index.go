@@ -958,7 +958,7 @@ func (ix *manifestIndex) buildDir(ctx context.Context, f *os.File, rel string, p
 	ix.byWd[d.wd] = d
 
 	wk := &manifestWalker{s: ix.set.s, ctx: ctx}
-	list, err := wk.readDir(f, rel)
+	list, err := wk.listDir(f, rel, "")
 	if err != nil {
 		if parent != nil && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)) {
 			// Removed while watched: its parent's event follows.
@@ -971,74 +971,52 @@ func (ix *manifestIndex) buildDir(ctx context.Context, f *os.File, rel string, p
 	if wk.symlink != "" {
 		return nil, symlinkUntrusted(path.Join(rel, wk.symlink))
 	}
-	// The listing becomes the index in place: entries start dead and come
-	// alive as they are stat'ed (files) or scanned (directories).
+	if len(ix.multi)+len(list.linked) > maxHardLinked {
+		return nil, hardLinksUntrusted()
+	}
+	for _, l := range list.linked {
+		ix.multi[multiRef{d, l.name}] = l.ino
+	}
+	// The listing becomes the index in place (its entries hold each file's
+	// size and ETag hash already; what vanished is dead).
 	d.arena, d.ents = list.arena, list.ents
 	for i := range d.ents {
-		if d.ents[i].kind != kindDir {
-			d.ents[i].kind = kindDead
+		if d.ents[i].kind == kindFile {
+			d.nFiles++
 		}
 	}
-	var sinkErr error
-	wk.onFile = func(e *dirEnt, r *fileStat) error {
-		e.pre, e.size, e.kind = hashOfETag(r.etag), r.size, kindFile
-		d.nFiles++
-		if ix.keys++; ix.keys > maxIndexKeys {
-			sinkErr = tooManyKeys()
-			return sinkErr
-		}
-		if r.nlink > 1 {
-			if len(ix.multi) >= maxHardLinked {
-				sinkErr = hardLinksUntrusted()
-				return sinkErr
-			}
-			ix.multi[multiRef{d, list.name(*e)}] = r.ino
-		}
-		return nil
+	if ix.keys += d.nFiles; ix.keys > maxIndexKeys {
+		return nil, tooManyKeys()
 	}
-	ents := list.ents
-	for i := 0; i < len(ents); {
+	ents := d.ents
+	for i := range ents {
+		if ents[i].kind != kindDir {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		e := ents[i]
-		if e.kind == kindDir {
-			i++
-			name := list.name(e)
-			childRel := path.Join(rel, name)
-			sub, err := ix.set.s.root.Open(childRel)
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					ents[i-1].kind = kindDead
-					continue
-				}
-				return nil, fmt.Errorf("open directory %s: %w", displayRel(childRel), err)
-			}
-			child, err := ix.buildDir(ctx, sub, childRel, d, name)
-			sub.Close()
-			if errors.Is(err, errVanished) {
-				ents[i-1].kind = kindDead
+		name := string(d.sortName(&ents[i]))
+		name = name[:len(name)-1]
+		childRel := path.Join(rel, name)
+		sub, err := ix.set.s.root.Open(childRel)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				ents[i].kind = kindDead
 				continue
 			}
-			if err != nil {
-				return nil, err
-			}
-			d.setSubdir(name, child)
+			return nil, fmt.Errorf("open directory %s: %w", displayRel(childRel), err)
+		}
+		child, err := ix.buildDir(ctx, sub, childRel, d, name)
+		sub.Close()
+		if errors.Is(err, errVanished) {
+			ents[i].kind = kindDead
 			continue
 		}
-		j := i
-		for j < len(ents) && j-i < statBatch && ents[j].kind != kindDir {
-			j++
-		}
-		// Listed as files, still dead: statFiles reads kind (a symlink
-		// would be kindLinkFile, never here).
-		if err := wk.statFiles(f, rel, "", list, ents[i:j]); err != nil {
-			if sinkErr != nil {
-				return nil, sinkErr
-			}
+		if err != nil {
 			return nil, err
 		}
-		i = j
+		d.setSubdir(name, child)
 	}
 	d.dead = 0
 	for i := range d.ents {
@@ -1210,7 +1188,7 @@ func hashOfETag(tag [18]byte) uint64 {
 	return h
 }
 
-// etagOfHash spells h as fileETag does.
+// etagOfHash spells h in hex between quotes: the ETag of a file.
 func etagOfHash(h uint64) [18]byte {
 	const digits = "0123456789abcdef"
 	var b [18]byte
@@ -1222,7 +1200,27 @@ func etagOfHash(h uint64) [18]byte {
 	return b
 }
 
-func etagHash(st *syscall.Stat_t) uint64 { return hashOfETag(fileETag(st)) }
+// etagHash is the 64-bit FNV-1a hash a file's ETag spells (see FileETag):
+// the index keeps it as a number.
+func etagHash(st *syscall.Stat_t) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for _, v := range [...]uint64{
+		st.Ino, uint64(st.Size),
+		uint64(st.Mtim.Sec)*1e9 + uint64(st.Mtim.Nsec),
+		uint64(st.Ctim.Sec)*1e9 + uint64(st.Ctim.Nsec),
+	} {
+		for range 8 {
+			h ^= v & 0xff
+			h *= prime
+			v >>= 8
+		}
+	}
+	return h
+}
 
 // writeManifestLocked writes the manifest of the keys starting with
 // prefix, uncompressed (header, entries, end record), and returns its tag.
@@ -1289,22 +1287,33 @@ func (ix *manifestIndex) encodeDir(enc *manifestEncoder, d *idxDir, keyPfx, pref
 	return nil
 }
 
-// newManifestZstd is the compressor every manifest response uses.
-func newManifestZstd(w io.Writer) (*zstd.Encoder, error) {
-	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+// newManifestZstd is the compressor every manifest response uses. With
+// background set, each block is compressed and written on a goroutine of
+// the encoder while the caller fills the next one (the same bytes come
+// out): the compression then takes another core instead of adding to the
+// encode. Only for a w that may be written from another goroutine between
+// the caller's calls (a chunkBuffer, not an http.ResponseWriter, which the
+// encoder could still be writing to when a failed request's handler
+// returns).
+func newManifestZstd(w io.Writer, background bool) (*zstd.Encoder, error) {
+	conc := 1
+	if background {
+		conc = 2
+	}
+	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(conc),
 		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(true))
 }
 
 // compressedLocked encodes and compresses the manifest of prefix.
 func (ix *manifestIndex) compressedLocked(prefix string) (tag string, body *chunkBuffer, err error) {
 	body = &chunkBuffer{}
-	zw, err := newManifestZstd(body)
+	zw, err := newManifestZstd(body, true)
 	if err != nil {
 		return "", nil, err
 	}
 	tag, err = ix.writeManifestLocked(zw, prefix, true)
-	if err == nil {
-		err = zw.Close()
+	if cerr := zw.Close(); err == nil { // Close also waits for the encoder's goroutines
+		err = cerr
 	}
 	if err != nil {
 		return "", nil, err

@@ -2,9 +2,11 @@ package remote
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -16,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -521,14 +524,188 @@ func TestIdxDirModel(t *testing.T) {
 }
 
 func TestETagHashRoundTrip(t *testing.T) {
+	// etagHash is FNV-1a over the little-endian bytes of the four fields;
+	// computed here with hash/fnv, so a change to the ETag (which would
+	// make every client refetch its cache) cannot go unnoticed.
 	rng := rand.New(rand.NewPCG(9, 9))
 	for range 1000 {
 		st := syscall.Stat_t{Ino: rng.Uint64(), Size: rng.Int64()}
-		st.Mtim.Sec, st.Ctim.Nsec = rng.Int64N(1<<40), rng.Int64N(1e9)
-		tag := fileETag(&st)
-		if etagOfHash(etagHash(&st)) != tag {
-			t.Fatalf("%s does not round-trip", tag[:])
+		st.Mtim.Sec, st.Mtim.Nsec = rng.Int64N(1<<40), rng.Int64N(1e9)
+		st.Ctim.Sec, st.Ctim.Nsec = rng.Int64N(1<<40), rng.Int64N(1e9)
+		f := fnv.New64a()
+		for _, v := range []uint64{st.Ino, uint64(st.Size),
+			uint64(st.Mtim.Sec)*1e9 + uint64(st.Mtim.Nsec), uint64(st.Ctim.Sec)*1e9 + uint64(st.Ctim.Nsec)} {
+			f.Write(binary.LittleEndian.AppendUint64(nil, v))
 		}
+		if got, want := etagHash(&st), f.Sum64(); got != want {
+			t.Fatalf("etagHash = %x, FNV-1a of the fields = %x", got, want)
+		}
+		tag := fileETag(&st)
+		if want := fmt.Sprintf(`"%016x"`, f.Sum64()); string(tag[:]) != want {
+			t.Fatalf("fileETag = %s, want %s", tag[:], want)
+		}
+		if hashOfETag(tag) != f.Sum64() {
+			t.Fatalf("hashOfETag(%s) does not give the hash back", tag[:])
+		}
+	}
+}
+
+// TestSortEntries: the parallel sort orders like slices.SortFunc and hands
+// every entry to done exactly once, for sizes around the split threshold
+// and names that share their first 8 bytes.
+func TestSortEntries(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // split twice even on a small machine
+	tests := []struct {
+		n      int
+		common string // shared first bytes of every name
+	}{
+		{0, ""}, {1, ""}, {100, ""}, {1<<15 - 1, ""}, {1 << 15, ""}, {70000, ""}, {150000, "0123456789"}, {150000, "x/"},
+	}
+	for _, tc := range tests {
+		rng := rand.New(rand.NewPCG(uint64(tc.n), 1))
+		d := &dirEntries{}
+		for i := range tc.n {
+			name := fmt.Sprintf("%s%d.%d", tc.common, rng.IntN(1000), i)
+			off := uint32(len(d.arena))
+			d.arena = append(d.arena, name...)
+			var pre [8]byte
+			copy(pre[:], name)
+			d.ents = append(d.ents, dirEnt{pre: binary.BigEndian.Uint64(pre[:]), size: int64(i), off: off, n: uint16(len(name))})
+		}
+		cmp := func(a, b dirEnt) int {
+			if c := cmp.Compare(a.pre, b.pre); c != 0 {
+				return c
+			}
+			return bytes.Compare(d.arena[a.off:a.off+uint32(a.n)], d.arena[b.off:b.off+uint32(b.n)])
+		}
+		want := slices.Clone(d.ents)
+		slices.SortFunc(want, cmp)
+		var mu sync.Mutex
+		seen := make([]int, tc.n)
+		sortEntries(d.ents, cmp, func(part []dirEnt) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range part {
+				seen[e.size]++
+			}
+		})
+		if !slices.Equal(d.ents, want) {
+			t.Errorf("n=%d %q: order differs from slices.SortFunc", tc.n, tc.common)
+		}
+		for i, c := range seen {
+			if c != 1 {
+				t.Fatalf("n=%d %q: entry %d handed to done %d times", tc.n, tc.common, i, c)
+			}
+		}
+	}
+}
+
+// TestWalkLargeDirectory: a directory of several stat batches (stat'ed by
+// the pipeline while it is listed) with subdirectories, a FIFO and hard
+// links among its files is listed exactly: every regular file with its
+// size and ETag, in key order, for the whole store and for prefixes; and
+// the index says the same.
+func TestWalkLargeDirectory(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	x := filepath.Join(store, "x")
+	os.MkdirAll(x, 0o755)
+	const n = 3*statBatch + 123
+	for i := range n {
+		os.WriteFile(filepath.Join(x, fmt.Sprintf("%d.%d", i%97, i)), make([]byte, i%7), 0o644)
+	}
+	for _, d := range []string{"5.x", "5", "50.1/deep"} {
+		os.MkdirAll(filepath.Join(x, d), 0o755)
+		os.WriteFile(filepath.Join(x, d, "c"), []byte("c"), 0o644)
+	}
+	if err := os.Link(filepath.Join(x, "1.1"), filepath.Join(x, "1.1-link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(x, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := indexTestServer(t, store)
+	files := walkFiles(t, store)
+	for _, prefix := range []string{"", "x/", "x/5", "x/5.", "x/50.1/", "x/96.", "y"} {
+		m, err := decodeManifest(bytes.NewReader(walkBytes(t, s, "", prefix)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for k := range files {
+			if strings.HasPrefix(k, prefix) {
+				want = append(want, k)
+			}
+		}
+		slices.Sort(want)
+		var got []string
+		for _, e := range manifestEntries(m) {
+			got = append(got, e.key)
+			var st syscall.Stat_t
+			if err := syscall.Lstat(filepath.Join(store, e.key), &st); err != nil {
+				t.Fatal(err)
+			}
+			if tag := fileETag(&st); e.size != files[e.key] || e.version != string(tag[:]) {
+				t.Fatalf("prefix %q: %s listed as %d %s, is %d %s", prefix, e.key, e.size, e.version, files[e.key], tag[:])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("prefix %q: %d keys listed, want %d", prefix, len(got), len(want))
+		}
+	}
+	ix := readyIndex(t, s, "")
+	if d := diffManifests(t, indexBytes(t, ix, ""), walkBytes(t, s, "", "")); d != "" {
+		t.Fatal(d)
+	}
+	ix.acquire(context.Background())
+	keys, multi := ix.keys, len(ix.multi)
+	ix.release()
+	if keys != len(files) || multi != 2 {
+		t.Errorf("index: %d keys, %d hard-linked; want %d, 2", keys, multi, len(files))
+	}
+}
+
+// TestStatJobSkipsWhatIsNoFile: the stat of a listed name that is gone,
+// is not a regular file or was left out is not listed and is no error; a
+// hard-linked file is reported.
+func TestStatJobSkipsWhatIsNoFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("abc"), 0o644)
+	os.Link(filepath.Join(dir, "f"), filepath.Join(dir, "f2"))
+	os.WriteFile(filepath.Join(dir, "g"), []byte("g"), 0o644)
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	unix.Mkfifo(filepath.Join(dir, "p"), 0o644)
+	s, _ := indexTestServer(t, dir)
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	j := &statJob{}
+	items := []struct {
+		name string
+		kind uint8
+		size int64 // -1: not listed
+	}{
+		{"f", kindFile, 3}, {"gone", kindFile, -1}, {"d", kindFile, -1}, {"p", kindFile, -1}, {"g", kindDead, -1}, {"g", kindFile, 1},
+	}
+	for _, it := range items {
+		j.items = append(j.items, statItem{off: uint32(len(j.names)), n: uint16(len(it.name)), kind: it.kind})
+		j.names = append(j.names, it.name...)
+	}
+	j.res = make([]fileMeta, len(items))
+	p := &statPipeline{wk: &manifestWalker{s: s, ctx: context.Background()}, fd: int(f.Fd()), rel: "."}
+	var st syscall.Stat_t
+	p.run(j, &st)
+	if j.err != nil {
+		t.Fatal(j.err)
+	}
+	for k, it := range items {
+		if j.res[k].size != it.size {
+			t.Errorf("%s (kind %d): size %d, want %d", it.name, it.kind, j.res[k].size, it.size)
+		}
+	}
+	if len(j.linked) != 1 || j.linked[0].name != "f" {
+		t.Errorf("hard-linked files reported: %+v, want f", j.linked)
 	}
 }
 
@@ -793,6 +970,13 @@ func TestIndexCloseStopsEverything(t *testing.T) {
 			os.WriteFile(filepath.Join(top, "s1", "new"), nil, 0o644) // an event for the reader
 		}
 		s.Close()
+		// A goroutine counts until it has returned, a little after the
+		// WaitGroup that Close waited on (the zstd encoder's, the stat
+		// workers') was done: give finished ones a moment to go; a leaked
+		// one stays.
+		for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 		if g := runtime.NumGoroutine(); g > goroutines {
 			buf := make([]byte, 1<<20)
 			t.Errorf("wait=%v: %d goroutines after Close, %d before\n%s", wait, g, goroutines, buf[:runtime.Stack(buf, true)])

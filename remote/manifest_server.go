@@ -2,10 +2,11 @@ package remote
 
 // The server side of the manifest: a depth-first walk of the served tree in
 // key order, streamed through a zstd encoder as it goes. Memory is bounded
-// by the directories on the current path (the names of each, packed in one
-// arena) plus the encoder's window, never by the number of keys: a store of
-// a million chunks in one directory holds about 20 MB of names while that
-// directory is walked.
+// by the directories on the current path (24 bytes per entry, the names of
+// each packed in one arena) plus the encoder's window, never by the number
+// of keys below: a store of a million chunks in one directory holds about
+// 35 MB while that directory is walked, 16 MB more while it is listed and
+// stat'ed (statPipeline).
 //
 // Key order: a directory's entries are sorted with "/" appended to the
 // names of subdirectories, which makes the depth-first order exactly the
@@ -106,7 +107,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, base stri
 	}
 	w.WriteHeader(http.StatusOK)
 
-	zw, err := newManifestZstd(w)
+	zw, err := newManifestZstd(w, false)
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -209,13 +210,11 @@ type manifestWalker struct {
 	sinceTick int
 	writeErr  error // the first write error: the client is gone
 
-	// For index builds: onFile, when set, takes each listed file instead
-	// of the encoder; symlink is the first symlink name readDir met.
-	onFile  func(e *dirEnt, r *fileStat) error
+	// symlink is the first symlink name listDir met (an index build
+	// gives up on it).
 	symlink string
 
-	ancestors [][2]uint64   // (dev, ino) of the directories being walked
-	stats     [2][]fileStat // statFiles' result buffers, reused
+	ancestors [][2]uint64 // (dev, ino) of the directories being walked
 }
 
 // Entry kinds of a listed directory.
@@ -237,9 +236,10 @@ type dirEntries struct {
 // dirEnt is one entry: its name (with the "/" of a directory) is
 // arena[off:off+n]; pre holds the name's first 8 bytes, big-endian, so most
 // comparisons of the sort are one integer comparison. NAME_MAX is 255, so n
-// fits in 16 bits. An index (manifest_index.go) keeps the sorted listing
-// as its own, in place: pre then holds the file's ETag (see hashOfETag)
-// and size its size, so a million keys are listed and indexed in one array.
+// fits in 16 bits. Once a listing is stat'ed and sorted, a file's pre holds
+// its ETag's hash (see hashOfETag) and size its size; an index
+// (manifest_index.go) keeps the listing as its own, in place, so a million
+// keys are listed and indexed in one array.
 type dirEnt struct {
 	pre  uint64
 	size int64
@@ -257,9 +257,6 @@ func (d *dirEntries) nameBytes(e dirEnt) []byte {
 	}
 	return n
 }
-
-// wants reports whether a key may be in the manifest (prefix filter).
-func (wk *manifestWalker) wantsKey(key string) bool { return strings.HasPrefix(key, wk.prefix) }
 
 // wantsDir reports whether keys below dirKey ("a/b/") may match the prefix.
 func (wk *manifestWalker) wantsDir(dirKey string) bool {
@@ -280,21 +277,20 @@ func (wk *manifestWalker) walk(f *os.File, rel, keyPfx string) error {
 	wk.ancestors = append(wk.ancestors, id)
 	defer func() { wk.ancestors = wk.ancestors[:len(wk.ancestors)-1] }()
 
-	list, err := wk.readDir(f, rel)
+	list, err := wk.listDir(f, rel, keyPfx)
 	if err != nil {
 		if keyPfx != "" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)) {
 			return nil // removed (or replaced by a file) since its parent was listed
 		}
 		return err
 	}
-	ents := list.ents
-	for i := 0; i < len(ents); {
-		if err := wk.ctx.Err(); err != nil {
-			return err
+	for i, e := range list.ents {
+		if i%statBatch == 0 {
+			if err := wk.ctx.Err(); err != nil {
+				return err
+			}
 		}
-		e := ents[i]
 		if e.kind == kindDir || e.kind == kindLinkDir {
-			i++
 			name := list.name(e)
 			key := keyPfx + name + "/"
 			if !wk.wantsDir(key) {
@@ -315,113 +311,220 @@ func (wk *manifestWalker) walk(f *os.File, rel, keyPfx string) error {
 			}
 			continue
 		}
-		// A run of files: stat them in parallel, emit them in order.
-		j := i
-		for j < len(ents) && j-i < statBatch && ents[j].kind != kindDir && ents[j].kind != kindLinkDir {
-			j++
+		if e.kind == kindFile || e.kind == kindLinkFile {
+			tag := etagOfHash(e.pre)
+			if err := wk.emit(keyPfx, list.nameBytes(e), e.size, tag[:]); err != nil {
+				return err
+			}
 		}
-		if err := wk.statFiles(f, rel, keyPfx, list, ents[i:j]); err != nil {
-			return err
-		}
-		i = j
 	}
 	return nil
 }
 
-// statBatch is how many files are stat'ed together; batches are stat'ed by
-// worker goroutines one ahead of the batch being encoded, because the stat
-// calls are most of the walk's time.
+// statBatch is how many consecutive listing positions one stat job covers.
 const statBatch = 2048
 
-// fileStat is what the manifest needs of a file.
-type fileStat struct {
-	listed bool // a regular file matching the prefix
-	size   int64
-	nlink  uint64
-	ino    uint64
-	etag   [18]byte
+// fileMeta is what the stat of one listed file found.
+type fileMeta struct {
+	size int64  // -1: not listed (removed since getdents, not a regular file, outside the prefix, or a directory)
+	hash uint64 // the ETag's hash (see hashOfETag)
+}
+
+// linkedFile is a listed file with more than one hard link.
+type linkedFile struct {
+	name string
+	ino  uint64
+}
+
+// dirListing is one directory's entries in key order (dirEntries), the
+// files among them stat'ed. Once listDir returns, a file's entry holds its
+// size and its ETag's hash in pre, or is kindDead when the stat did not
+// list it; a directory's size is 0. Until then, while the entries are
+// listed and sorted, size holds the entry's listing position (getdents
+// order), which indexes metas.
+type dirListing struct {
+	dirEntries
+	metas  [][]fileMeta // position p: metas[p/statBatch][p%statBatch]
+	linked []linkedFile
+}
+
+// resolve gives the entries of part (sorted, so in no particular listing
+// order) what their stat found.
+func (l *dirListing) resolve(part []dirEnt) {
+	for i := range part {
+		e := &part[i]
+		switch e.kind {
+		case kindFile, kindLinkFile:
+			p := int(e.size)
+			m := l.metas[p/statBatch][p%statBatch]
+			if m.size < 0 {
+				e.kind = kindDead
+				continue
+			}
+			e.pre, e.size = m.hash, m.size
+		default:
+			e.size = 0
+		}
+	}
+}
+
+// statJob is statBatch consecutive listing positions to stat. Its names
+// are copies: the listing's arena moves as it grows.
+type statJob struct {
+	names  []byte
+	items  []statItem
+	res    []fileMeta // becomes one of the listing's metas
+	linked []linkedFile
+	lo     int // listing position of items[0]
 	err    error
 }
 
-// statFiles stats a run of file entries of the directory f and emits the
-// regular files among them, in order.
-func (wk *manifestWalker) statFiles(f *os.File, rel, keyPfx string, list *dirEntries, run []dirEnt) error {
-	fd := int(f.Fd())
-	one := func(e dirEnt, r *fileStat) {
-		*r = fileStat{}
-		// The name shares the arena, which nothing changes during the
-		// walk, and is used only within this call: no allocation per file.
-		name := unsafe.String(unsafe.SliceData(list.nameBytes(e)), len(list.nameBytes(e)))
-		if wk.prefix != "" && !wk.wantsKey(keyPfx+name) {
-			return
-		}
-		var st syscall.Stat_t
-		if e.kind == kindLinkFile {
-			fi, err := wk.s.root.Stat(path.Join(rel, name))
-			if err != nil || !fi.Mode().IsRegular() {
-				return // gone, or no longer a file inside the root
-			}
-			st = *fi.Sys().(*syscall.Stat_t)
-		} else if err := fstatatNoFollow(fd, name, &st); err != nil {
-			if !errors.Is(err, syscall.ENOENT) { // ENOENT: removed since the listing
-				r.err = fmt.Errorf("stat %s: %w", displayRel(path.Join(rel, name)), err)
-			}
-			return
-		} else if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-			return
-		}
-		r.listed, r.size, r.nlink, r.ino, r.etag = true, st.Size, uint64(st.Nlink), st.Ino, fileETag(&st)
-	}
+type statItem struct {
+	off  uint32 // in names
+	n    uint16
+	kind uint8 // kindFile, kindLinkFile; anything else is not stat'ed
+}
+
+// statPipeline stats a directory's files while it is still being listed:
+// the lister hands full batches of positions to worker goroutines and goes
+// on reading the directory, so getdents, fstatat and the lister's own work
+// overlap instead of following each other. At most maxInflight jobs exist,
+// which bounds the names copied ahead of the workers.
+type statPipeline struct {
+	wk   *manifestWalker
+	list *dirListing
+	fd   int
+	rel  string
+
+	todo        chan *statJob
+	done        chan *statJob // never full: as large as the jobs in flight
+	free        []*statJob
+	inflight    int
+	maxInflight int
+	stopped     bool
+	wg          sync.WaitGroup
+	err         error // the first stat error
+}
+
+func (wk *manifestWalker) startStats(list *dirListing, fd int, rel string) *statPipeline {
 	workers := min(runtime.GOMAXPROCS(0), 4)
-	// start stats batch into res in the background; the returned func waits.
-	start := func(batch []dirEnt, res []fileStat) func() {
-		var wg sync.WaitGroup
-		n := max(1, min(workers, len(batch)/64))
-		for w := range n {
-			wg.Go(func() {
-				for k := w; k < len(batch); k += n {
-					one(batch[k], &res[k])
-				}
-			})
-		}
-		return wg.Wait
-	}
-	if len(wk.stats[0]) < statBatch {
-		wk.stats = [2][]fileStat{make([]fileStat, statBatch), make([]fileStat, statBatch)}
-	}
-	next := min(statBatch, len(run))
-	wait := start(run[:next], wk.stats[0])
-	// Every started batch is waited for before returning: the workers use
-	// f, which the caller closes.
-	for off, cur := 0, 0; off < len(run); off, cur = off+statBatch, 1-cur {
-		end := min(off+statBatch, len(run))
-		wait()
-		wait = func() {}
-		if end < len(run) {
-			next = min(end+statBatch, len(run))
-			wait = start(run[end:next], wk.stats[1-cur])
-		}
-		for k := range end - off {
-			r := &wk.stats[cur][k]
-			if r.err != nil {
-				wait()
-				return r.err
+	p := &statPipeline{wk: wk, list: list, fd: fd, rel: rel, maxInflight: 2*workers + 2}
+	p.todo = make(chan *statJob, p.maxInflight)
+	p.done = make(chan *statJob, p.maxInflight)
+	for range workers {
+		p.wg.Go(func() {
+			var st syscall.Stat_t
+			for j := range p.todo {
+				p.run(j, &st)
+				p.done <- j
 			}
-			if r.listed {
-				var err error
-				if wk.onFile != nil {
-					err = wk.onFile(&run[off+k], r)
-				} else {
-					err = wk.emit(keyPfx, list.nameBytes(run[off+k]), r.size, r.etag[:])
-				}
-				if err != nil {
-					wait()
-					return err
-				}
+		})
+	}
+	return p
+}
+
+// dispatch hands the listing positions [lo, hi) to the workers; filter,
+// when not nil, says which files to stat (the others are left out).
+func (p *statPipeline) dispatch(lo, hi int, filter func(name []byte) bool) error {
+	j := p.job()
+	if p.err != nil {
+		p.free = append(p.free, j)
+		p.inflight--
+		return p.err
+	}
+	d := &p.list.dirEntries
+	j.lo, j.err = lo, nil
+	j.names, j.items, j.linked = j.names[:0], j.items[:0], j.linked[:0]
+	j.res = make([]fileMeta, hi-lo)
+	p.list.metas = append(p.list.metas, j.res)
+	for _, e := range d.ents[lo:hi] {
+		it := statItem{kind: kindDead}
+		if e.kind == kindFile || e.kind == kindLinkFile {
+			name := d.arena[e.off : e.off+uint32(e.n)]
+			if filter == nil || filter(name) {
+				it = statItem{off: uint32(len(j.names)), n: e.n, kind: e.kind}
+				j.names = append(j.names, name...)
 			}
 		}
+		j.items = append(j.items, it)
 	}
+	p.todo <- j
 	return nil
+}
+
+// job returns a job to fill: a free one, a new one, or the next one done.
+func (p *statPipeline) job() *statJob {
+	for {
+		if n := len(p.free); n > 0 {
+			j := p.free[n-1]
+			p.free = p.free[:n-1]
+			p.inflight++
+			return j
+		}
+		if p.inflight < p.maxInflight {
+			p.inflight++
+			return &statJob{}
+		}
+		p.collect(<-p.done)
+	}
+}
+
+func (p *statPipeline) collect(j *statJob) {
+	p.inflight--
+	if j.err != nil && p.err == nil {
+		p.err = j.err
+	}
+	p.list.linked = append(p.list.linked, j.linked...)
+	j.res = nil
+	p.free = append(p.free, j)
+}
+
+// stop waits for every job (the workers use the directory's fd, which the
+// caller closes) and returns the first stat error. Safe to call twice.
+func (p *statPipeline) stop() error {
+	if !p.stopped {
+		p.stopped = true
+		close(p.todo)
+		for p.inflight > 0 {
+			p.collect(<-p.done)
+		}
+		p.wg.Wait()
+	}
+	return p.err
+}
+
+// run stats one job's files.
+func (p *statPipeline) run(j *statJob, st *syscall.Stat_t) {
+	for k, it := range j.items {
+		r := &j.res[k]
+		r.size = -1
+		if it.kind != kindFile && it.kind != kindLinkFile {
+			continue
+		}
+		// The name is used only within this iteration, and names is not
+		// written while the job runs: no string allocated per file.
+		name := unsafe.String(&j.names[it.off], int(it.n))
+		if it.kind == kindLinkFile {
+			fi, err := p.wk.s.root.Stat(path.Join(p.rel, name))
+			if err != nil || !fi.Mode().IsRegular() {
+				continue // gone, or no longer a file inside the root
+			}
+			*st = *fi.Sys().(*syscall.Stat_t)
+		} else if err := fstatatNoFollow(p.fd, name, st); err != nil {
+			if !errors.Is(err, syscall.ENOENT) { // ENOENT: removed since the listing
+				if j.err == nil {
+					j.err = fmt.Errorf("stat %s: %w", displayRel(path.Join(p.rel, name)), err)
+				}
+			}
+			continue
+		} else if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			continue
+		}
+		r.size, r.hash = st.Size, etagHash(st)
+		if st.Nlink > 1 {
+			j.linked = append(j.linked, linkedFile{name: strings.Clone(name), ino: st.Ino})
+		}
+	}
 }
 
 // displayRel names a root-relative path in messages sent to the client.
@@ -450,23 +553,38 @@ func fstatatNoFollow(dirfd int, name string, st *syscall.Stat_t) error {
 	}
 }
 
-// readDir lists f in key order (see the file comment). It reads the
-// directory entries with getdents(2) itself: os.File.ReadDir on a File
-// opened through an os.Root lstat()s every entry, which for a million
-// chunks costs more than everything else together. Only single names come
-// out of it, and they are used relative to f, so the Root's confinement is
-// kept.
-func (wk *manifestWalker) readDir(f *os.File, rel string) (*dirEntries, error) {
+// listDir lists f in key order (see the file comment) and stats its files
+// (those matching the walk's prefix, keys starting with keyPfx) while it
+// lists (statPipeline). It reads the directory entries with getdents(2)
+// itself: os.File.ReadDir on a File opened through an os.Root lstat()s
+// every entry, which for a million chunks costs more than everything else
+// together. Only single names come out of it, and they are used relative
+// to f, so the Root's confinement is kept.
+func (wk *manifestWalker) listDir(f *os.File, rel, keyPfx string) (list *dirListing, err error) {
 	fd := int(f.Fd())
-	fail := func(err error) (*dirEntries, error) {
+	fail := func(err error) (*dirListing, error) {
 		return nil, fmt.Errorf("read directory %s: %w", displayRel(rel), err)
 	}
 	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
 		return fail(err)
 	}
-	d := &dirEntries{}
+	var filter func(name []byte) bool
+	if wk.prefix != "" {
+		filter = func(name []byte) bool { return keyHasPrefix(keyPfx, name, wk.prefix) }
+	}
+	d := &dirListing{}
+	p := wk.startStats(d, fd, rel)
+	defer func() {
+		if serr := p.stop(); serr != nil && err == nil {
+			list, err = nil, serr
+		}
+	}()
 	buf := make([]byte, 128<<10)
+	sent := 0 // positions handed to the workers
 	for {
+		if err := wk.ctx.Err(); err != nil {
+			return nil, err
+		}
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
@@ -489,12 +607,25 @@ func (wk *manifestWalker) readDir(f *os.File, rel string) (*dirEntries, error) {
 				name = name[:i]
 			}
 			rec = rec[reclen:]
-			if err := wk.addEntry(d, fd, rel, name, typ); err != nil {
+			if err := wk.addEntry(&d.dirEntries, fd, rel, name, typ); err != nil {
 				return fail(err)
 			}
 		}
+		for ; len(d.ents)-sent >= statBatch; sent += statBatch {
+			if err := p.dispatch(sent, sent+statBatch, filter); err != nil {
+				return nil, err
+			}
+		}
 	}
-	slices.SortFunc(d.ents, func(a, b dirEnt) int {
+	if sent < len(d.ents) {
+		if err := p.dispatch(sent, len(d.ents), filter); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.stop(); err != nil {
+		return nil, err
+	}
+	sortEntries(d.ents, func(a, b dirEnt) int {
 		if a.pre != b.pre {
 			if a.pre < b.pre {
 				return -1
@@ -502,8 +633,95 @@ func (wk *manifestWalker) readDir(f *os.File, rel string) (*dirEntries, error) {
 			return 1
 		}
 		return bytes.Compare(d.arena[a.off:a.off+uint32(a.n)], d.arena[b.off:b.off+uint32(b.n)])
-	})
+	}, d.resolve)
+	d.metas = nil
+	d.arena = sortedArena(d.arena, d.ents)
 	return d, nil
+}
+
+// sortedArena copies the names of ents into a new arena in the order of
+// ents (updating their offsets) and returns it. Names are read in key
+// order by every encode of the listing; in getdents order each read is a
+// cache miss, in key order it is sequential. Large listings are copied on
+// up to GOMAXPROCS cores.
+func sortedArena(arena []byte, ents []dirEnt) []byte {
+	parts := 1
+	if len(ents) >= 1<<15 {
+		parts = min(runtime.GOMAXPROCS(0), 8)
+	}
+	bounds := make([]int, parts+1) // part k is ents[bounds[k]:bounds[k+1]]
+	starts := make([]int, parts+1) // and its names go to out[starts[k]:]
+	for k := range parts {
+		bounds[k+1] = len(ents) * (k + 1) / parts
+		n := 0
+		for _, e := range ents[bounds[k]:bounds[k+1]] {
+			n += int(e.n)
+		}
+		starts[k+1] = starts[k] + n
+	}
+	out := make([]byte, starts[parts])
+	copyPart := func(k int) {
+		at := starts[k]
+		for i := bounds[k]; i < bounds[k+1]; i++ {
+			e := &ents[i]
+			copy(out[at:], arena[e.off:e.off+uint32(e.n)])
+			e.off = uint32(at)
+			at += int(e.n)
+		}
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < parts; k++ {
+		wg.Go(func() { copyPart(k) })
+	}
+	copyPart(0)
+	wg.Wait()
+	return out
+}
+
+// keyHasPrefix reports whether keyPfx+name starts with prefix.
+func keyHasPrefix(keyPfx string, name []byte, prefix string) bool {
+	if len(prefix) <= len(keyPfx) {
+		return strings.HasPrefix(keyPfx, prefix)
+	}
+	return strings.HasPrefix(prefix, keyPfx) && bytes.HasPrefix(name, []byte(prefix[len(keyPfx):]))
+}
+
+// sortEntries sorts ents by cmp on up to GOMAXPROCS cores, then calls
+// done on each sorted part (on the core that sorted it): a large slice is
+// split around a sampled median (one pass, in place) and both sides are
+// sorted at once. A million entries take about 0.4 s on one core.
+func sortEntries(ents []dirEnt, cmp func(a, b dirEnt) int, done func(part []dirEnt)) {
+	depth := 0
+	for n := runtime.GOMAXPROCS(0); n > 1 && depth < 3; n >>= 1 {
+		depth++
+	}
+	sortParallel(ents, cmp, done, depth)
+}
+
+func sortParallel(ents []dirEnt, cmp func(a, b dirEnt) int, done func(part []dirEnt), depth int) {
+	const samples = 63
+	if depth == 0 || len(ents) < 1<<15 {
+		slices.SortFunc(ents, cmp)
+		done(ents)
+		return
+	}
+	var s [samples]dirEnt
+	for i := range s {
+		s[i] = ents[i*(len(ents)-1)/(samples-1)]
+	}
+	slices.SortFunc(s[:], cmp)
+	pivot := s[samples/2]
+	lo := 0
+	for k := range ents {
+		if cmp(ents[k], pivot) < 0 {
+			ents[lo], ents[k] = ents[k], ents[lo]
+			lo++
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { sortParallel(ents[:lo], cmp, done, depth-1) })
+	sortParallel(ents[lo:], cmp, done, depth-1)
+	wg.Wait()
 }
 
 // addEntry adds one directory entry to d, classified by its d_type (or an
@@ -561,7 +779,8 @@ func (wk *manifestWalker) addEntry(d *dirEntries, fd int, rel string, name []byt
 	sortName := d.arena[off:]
 	var pre [8]byte
 	copy(pre[:], sortName)
-	d.ents = append(d.ents, dirEnt{pre: binary.BigEndian.Uint64(pre[:]), off: off, n: uint16(len(sortName)), kind: kind})
+	// size holds the listing position until the stat results are resolved.
+	d.ents = append(d.ents, dirEnt{pre: binary.BigEndian.Uint64(pre[:]), size: int64(len(d.ents)), off: off, n: uint16(len(sortName)), kind: kind})
 	return nil
 }
 

@@ -353,32 +353,7 @@ func FileETag(st *syscall.Stat_t) string {
 	return string(b[:])
 }
 
-func fileETag(st *syscall.Stat_t) [18]byte {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	for _, v := range [...]uint64{
-		uint64(st.Ino), uint64(st.Size),
-		uint64(st.Mtim.Sec)*1e9 + uint64(st.Mtim.Nsec),
-		uint64(st.Ctim.Sec)*1e9 + uint64(st.Ctim.Nsec),
-	} {
-		for range 8 {
-			h ^= v & 0xff
-			h *= prime
-			v >>= 8
-		}
-	}
-	var b [18]byte
-	b[0], b[17] = '"', '"'
-	const digits = "0123456789abcdef"
-	for i := 16; i >= 1; i-- {
-		b[i] = digits[h&0xf]
-		h >>= 4
-	}
-	return b
-}
+func fileETag(st *syscall.Stat_t) [18]byte { return etagOfHash(etagHash(st)) }
 
 // maxRanges bounds the ranges of one request; more are ignored (RFC 9110
 // 14.2 lets a server ignore Range), which also defeats requests for many
