@@ -374,7 +374,7 @@ func (r *rangedObjects) table(ctx context.Context, arr *zarr.Array, key, version
 	if t, ok := r.tables.Get(id); ok {
 		return t, nil
 	}
-	ch := r.loads.DoChan(id, func() (any, error) {
+	return r.shared(ctx, id, func() (*blockTable, error) {
 		if t, ok := r.tables.Get(id); ok {
 			return t, nil
 		}
@@ -385,12 +385,16 @@ func (r *rangedObjects) table(ctx context.Context, arr *zarr.Array, key, version
 		r.tables.Add(id, t)
 		return t, nil
 	})
+}
+
+// shared runs load once for all concurrent callers with the same id. A
+// caller whose ctx ends stops waiting; the load goes on for the others.
+func (r *rangedObjects) shared(ctx context.Context, id string, load func() (*blockTable, error)) (*blockTable, error) {
+	ch := r.loads.DoChan(id, func() (any, error) { return load() })
 	select {
 	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*blockTable), nil
+		t, _ := res.Val.(*blockTable)
+		return t, res.Err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -449,7 +453,7 @@ func (r *rangedObjects) learn(ctx context.Context, arr *zarr.Array, key string) 
 	if err, ok := r.missing.Get(key); ok {
 		return nil, false, err
 	}
-	ch := r.loads.DoChan("learn\x00"+key, func() (any, error) {
+	t, err = r.shared(ctx, "learn\x00"+key, func() (*blockTable, error) {
 		// The index and the page before it: enough for the index's fetch
 		// range whatever the size turns out to be.
 		var buf bytes.Buffer
@@ -475,16 +479,7 @@ func (r *rangedObjects) learn(ctx context.Context, arr *zarr.Array, key string) 
 		r.tables.Add(key+"\x00"+p.ETag, t)
 		return t, nil
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, false, res.Err
-		}
-		t, _ := res.Val.(*blockTable)
-		return t, t != nil, nil
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	}
+	return t, t != nil && err == nil, err
 }
 
 // wants lists the cache Wants that fetch every block of t except the

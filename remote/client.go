@@ -394,22 +394,15 @@ func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer
 			return err
 		}
 
-		n, err := copyBody(w, resp.Body)
+		n, err := c.readBody(st, resp, u, resp.Body, w)
 		written += n
-		if n > 0 {
-			st.progressed()
-		}
-		var we writeError
+		terr, broke := err.(*transportError)
 		switch {
-		case errors.As(err, &we):
-			return permanent(fmt.Errorf("GET %s: writing the body: %w", u, we.err))
+		case broke && written > 0 && etag == "":
+			terr.cause = fmt.Errorf("body broke after %d bytes and the object has no strong ETag, so it cannot be resumed safely: %w", written, terr.cause)
+			return permanent(terr)
 		case err != nil:
-			terr := c.transportError(resp.Request.Context(), http.MethodGet, u, err)
-			if written > 0 && etag == "" {
-				terr.cause = fmt.Errorf("body broke after %d bytes and the object has no strong ETag, so it cannot be resumed safely: %w", written, terr.cause)
-				return permanent(terr)
-			}
-			return terr
+			return err
 		case size >= 0 && written != size:
 			// The transport reports short bodies itself; this guards the rest.
 			return &transportError{method: http.MethodGet, url: u, retryable: etag != "" || written == 0,
@@ -497,6 +490,25 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 
 // copyBody copies r to w, telling the caller's write errors (writeError)
 // apart from the network's read errors.
+// readBody copies body (resp's, or a limit of it) into w, noting progress
+// for the stall watchdog. A failure of w is permanent (another attempt
+// cannot help); a broken body comes back as the *transportError itself,
+// unwrapped, for the caller to qualify.
+func (c *Client) readBody(st *retryState, resp *http.Response, u string, body io.Reader, w io.Writer) (int64, error) {
+	n, err := copyBody(w, body)
+	if n > 0 {
+		st.progressed()
+	}
+	var we writeError
+	switch {
+	case errors.As(err, &we):
+		return n, permanent(fmt.Errorf("GET %s: writing the body: %w", u, we.err))
+	case err != nil:
+		return n, c.transportError(resp.Request.Context(), http.MethodGet, u, err)
+	}
+	return n, nil
+}
+
 func copyBody(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

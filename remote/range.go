@@ -120,17 +120,11 @@ func (c *Client) fetchPiece(ctx context.Context, key, version string, off, n int
 			return permanent(fmt.Errorf("GET %s: %w: resumed %s, got Content-Range %q", u, ErrChanged, rng, resp.Header.Get("Content-Range")))
 		}
 		want := last - first + 1
-		m, err := copyBody(w, io.LimitReader(resp.Body, want))
+		m, err := c.readBody(st, resp, u, io.LimitReader(resp.Body, want), w)
 		written += m
-		if m > 0 {
-			st.progressed()
-		}
-		var we writeError
 		switch {
-		case errors.As(err, &we):
-			return permanent(fmt.Errorf("GET %s: writing the body: %w", u, we.err))
 		case err != nil:
-			return c.transportError(resp.Request.Context(), http.MethodGet, u, err)
+			return err
 		case m < want:
 			return &transportError{method: http.MethodGet, url: u, retryable: true,
 				cause: fmt.Errorf("range body ended after %d of %d bytes: %w", m, want, io.ErrUnexpectedEOF)}
