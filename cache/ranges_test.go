@@ -1049,6 +1049,10 @@ func TestFeedCancelEndsHeldRangeWant(t *testing.T) {
 		t.Fatalf("the in-flight prefetch: %v", err)
 	}
 	waitIdle(t, c)
+	// Done runs after the cache's lock is released: the first Want's may
+	// still be on its way when the flights are gone.
+	logs[0].waitOne(t)
+	logs[1].waitOne(t)
 	mu.Lock()
 	defer mu.Unlock()
 	if handed != 2 {
