@@ -134,6 +134,16 @@ func writeMetrics(w io.Writer, s *statsView, now time.Time) {
 	}
 	metric("zarrfs_origin_errors_total", "counter", "Failed requests to the origin by kind (not_found is normal: absent chunks).", errs...)
 
+	rg := s.Ranged
+	metric("zarrfs_cache_range_entries", "gauge", "Cache entries that hold a byte range of a shard or big object.", one(float64(cs.RangeEntries)))
+	metric("zarrfs_cache_range_bytes", "gauge", "Bytes of range entries on disk.", one(float64(cs.RangeBytes)))
+	metric("zarrfs_ranged_opens_total", "counter", "Opens of shards and big objects served by blocks.", one(float64(rg.Objects)))
+	metric("zarrfs_ranged_block_opens_total", "counter", "Block entries opened for readers.", one(float64(rg.BlockOpens)))
+	metric("zarrfs_ranged_indexes_total", "counter", "Shard indexes read.", one(float64(rg.Tables)))
+	metric("zarrfs_ranged_bad_indexes_total", "counter", "Shard indexes that failed to parse (the shard is read in fixed blocks).", one(float64(rg.BadIndexes)))
+	metric("zarrfs_ranged_prefetch_dropped_total", "counter", "Predicted shards not prefetched because the expansion queue was full.", one(float64(rg.Dropped)))
+	metric("zarrfs_ranged_unsupported", "gauge", "1 when the origin ignores byte ranges and objects are read whole.", one(boolValue(rg.Unsupported)))
+
 	if p := s.Prefetch; p != nil {
 		metric("zarrfs_prefetch_bytes_total", "counter", "Bytes fetched ahead of reads.", one(float64(p.Bytes)))
 		metric("zarrfs_prefetch_used_bytes_total", "counter", "Prefetched bytes that were then read.", one(float64(p.UsedBytes+p.LateBytes)))
@@ -142,6 +152,13 @@ func writeMetrics(w io.Writer, s *statsView, now time.Time) {
 		metric("zarrfs_stalls_total", "counter", "Reads that waited for the network.", one(float64(p.Stalls)))
 		metric("zarrfs_stall_seconds_total", "counter", "Time reads spent waiting for the network.", one(time.Duration(p.StallNs).Seconds()))
 	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 type sample struct {

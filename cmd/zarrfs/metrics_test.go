@@ -29,6 +29,8 @@ func sampleStats() *statsView {
 	s.Remote.RecentBytesPerSec = 50 << 20
 	s.Remote.Errors.ServerErrors, s.Remote.Errors.Stalled, s.Remote.Errors.NotFound = 2, 1, 7
 	s.Remote.Failures = 1
+	s.Cache.RangeEntries, s.Cache.RangeBytes = 40, 10<<20
+	s.Ranged = fusefs.RangedStats{Objects: 5, BlockOpens: 17, Tables: 3, BadIndexes: 1, Unsupported: true}
 	s.PID = 4242
 	s.Prefetch = &prefetchView{Bytes: 1 << 30, UsedBytes: 700 << 20, LateBytes: 100 << 20, UnreadBytes: 100 << 20, WastedBytes: 124 << 20,
 		Stalls: 12, StallNs: int64(3 * time.Second), StallMaxNs: int64(800 * time.Millisecond)}
@@ -82,6 +84,13 @@ func TestWriteMetrics(t *testing.T) {
 		"zarrfs_uptime_seconds":                        100,
 		"zarrfs_prefetch_used_bytes_total":             800 << 20,
 		"zarrfs_stall_seconds_total":                   3,
+		"zarrfs_cache_range_entries":                   40,
+		"zarrfs_cache_range_bytes":                     10 << 20,
+		"zarrfs_ranged_opens_total":                    5,
+		"zarrfs_ranged_block_opens_total":              17,
+		"zarrfs_ranged_indexes_total":                  3,
+		"zarrfs_ranged_bad_indexes_total":              1,
+		"zarrfs_ranged_unsupported":                    1,
 	} {
 		if got, ok := values[name]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
