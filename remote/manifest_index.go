@@ -98,7 +98,16 @@ var maxQueuedEventBytes = 32 << 20
 var (
 	inotifyAddWatch = unix.InotifyAddWatch
 	indexFstatfs    = unix.Fstatfs
+	// openDirHook, when set, runs before a scan opens a subdirectory it has
+	// listed, so that a test can change the store at that moment.
+	openDirHook atomic.Pointer[func(rel string)]
 )
+
+func beforeOpenDir(rel string) {
+	if hook := openDirHook.Load(); hook != nil {
+		(*hook)(rel)
+	}
+}
 
 // remoteFSTypes are the file systems (statfs f_type) where inotify sees
 // only the changes made through this machine's kernel: writes by other
@@ -613,7 +622,7 @@ func (ix *manifestIndex) syncLocked(ctx context.Context) error {
 			break
 		}
 		if attempt == 2 {
-			return &indexUntrusted{kind: "churn", reason: "the store changes faster than its index can follow (inotify queue overflowed in three rebuilds in a row)",
+			return &indexUntrusted{kind: "churn", reason: "the store changes faster than its index can follow (three syncs in a row had to rebuild it: events lost to an inotify queue overflow, or new hard links to indexed files)",
 				fix: "raise fs.inotify.max_queued_events, or accept the walk while the store is being written"}
 		}
 		if err := ix.buildTree(ctx); err != nil {
@@ -716,6 +725,28 @@ func (ix *manifestIndex) applyEvents(ctx context.Context, q []byte) (moved bool,
 				ix.rebuild = true
 				return false, nil
 			}
+			// The kernel dropped the watch: the directory itself is gone.
+			// Whatever is at its path now is another one, unwatched, and
+			// may even have the same inode number (freed and reused), so
+			// that the identity checks below would take it for the old
+			// one. Forget the old one and look at the path afresh.
+			if p := d.parent; p != nil && !d.dropped && p.subdirs[d.name] == d {
+				ix.removeDir(p, d.name, []byte(d.name+"/"))
+				if curF != nil {
+					curF.Close()
+				}
+				cur, curF, curOK = nil, nil, false // the subtree may hold it
+				pf, ok := ix.openWatched(p)
+				if !ok {
+					moved = true
+					continue
+				}
+				err := ix.refresh(ctx, p, pf, d.name)
+				pf.Close()
+				if err != nil || ix.rebuild {
+					return moved, err
+				}
+			}
 			continue
 		}
 		if len(nameB) == 0 {
@@ -736,15 +767,8 @@ func (ix *manifestIndex) applyEvents(ctx context.Context, q []byte) (moved bool,
 				curF.Close()
 				curF = nil
 			}
-			cur, curOK = d, false
-			if f, err := ix.set.s.root.Open(d.rel); err == nil {
-				var st syscall.Stat_t
-				if syscall.Fstat(int(f.Fd()), &st) == nil && uint64(st.Dev) == d.dev && st.Ino == d.ino {
-					curF, curOK = f, true
-				} else {
-					f.Close()
-				}
-			}
+			cur = d
+			curF, curOK = ix.openWatched(d)
 		}
 		if !curOK {
 			moved = true
@@ -755,6 +779,21 @@ func (ix *manifestIndex) applyEvents(ctx context.Context, q []byte) (moved bool,
 		}
 	}
 	return moved, nil
+}
+
+// openWatched opens the watched directory d if it is still where the index
+// has it.
+func (ix *manifestIndex) openWatched(d *idxDir) (*os.File, bool) {
+	f, err := ix.set.s.root.Open(d.rel)
+	if err != nil {
+		return nil, false
+	}
+	var st syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil || uint64(st.Dev) != d.dev || st.Ino != d.ino {
+		f.Close()
+		return nil, false
+	}
+	return f, true
 }
 
 // refresh re-stats name in the watched directory d (open as f) and updates
@@ -819,6 +858,9 @@ func (ix *manifestIndex) refresh(ctx context.Context, d *idxDir, f *os.File, nam
 				// can still be read, as a walk would.
 				sf, err := ix.set.s.root.Open(sub.rel)
 				if err != nil {
+					if vanished(err) {
+						return nil // its parent's events follow
+					}
 					return fmt.Errorf("open directory %s: %w", sub.rel, err)
 				}
 				sf.Close()
@@ -829,7 +871,7 @@ func (ix *manifestIndex) refresh(ctx context.Context, d *idxDir, f *os.File, nam
 		childRel := path.Join(d.rel, name)
 		sf, err := ix.set.s.root.Open(childRel)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if vanished(err) {
 				return nil
 			}
 			return fmt.Errorf("open directory %s: %w", childRel, err)
@@ -999,9 +1041,10 @@ func (ix *manifestIndex) buildDir(ctx context.Context, f *os.File, rel string, p
 		name := string(d.sortName(&ents[i]))
 		name = name[:len(name)-1]
 		childRel := path.Join(rel, name)
+		beforeOpenDir(childRel)
 		sub, err := ix.set.s.root.Open(childRel)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if vanished(err) {
 				ents[i].kind = kindDead
 				continue
 			}
@@ -1330,6 +1373,15 @@ type indexAnswer struct {
 // errVanished: a directory went away (or became a file) while it was
 // scanned; the events that did it are queued.
 var errVanished = errors.New("directory vanished")
+
+// vanished reports whether opening a path listed a moment ago failed
+// because it is gone or because a directory on the way is a file now: a
+// writer changed the store meanwhile, which its events (or the next walk)
+// account for. Paths are opened from the root, so a directory replaced by a
+// file above the one opened shows as ENOTDIR.
+func vanished(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
 
 // errIndexOff: the index cannot answer; walk instead.
 var errIndexOff = errors.New("manifest index off")

@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path"
@@ -297,10 +296,11 @@ func (wk *manifestWalker) walk(f *os.File, rel, keyPfx string) error {
 				continue
 			}
 			childRel := path.Join(rel, name)
+			beforeOpenDir(childRel)
 			sub, err := wk.s.root.Open(childRel)
 			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					continue
+				if vanished(err) {
+					continue // removed or replaced since its parent was listed
 				}
 				return fmt.Errorf("open directory %s: %w", displayRel(childRel), err)
 			}
