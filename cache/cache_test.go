@@ -301,6 +301,22 @@ func openCacheFiles(t *testing.T, c *Cache) int {
 
 // waitFor waits until cond holds: for a background fetch to land, or for
 // goroutines to start waiting. It bounds a wait, it does not measure speed.
+// closeWithin closes c and fails with hung if Close has not returned within
+// d.
+func closeWithin(t *testing.T, c *Cache, d time.Duration, hung string) {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(d):
+		t.Fatal(hung)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -950,16 +966,7 @@ func TestCloseCancelsBlockedFetch(t *testing.T) {
 		result <- err
 	}()
 	<-src.started
-	closed := make(chan error, 1)
-	go func() { closed <- c.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Close did not return: it did not cancel the blocked fetch")
-	}
+	closeWithin(t, c, 30*time.Second, "Close did not return: it did not cancel the blocked fetch")
 	err := <-result
 	if !errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) {
 		t.Fatalf("Open waiting on a cancelled fetch = %v, want ErrClosed and not a cancellation", err)

@@ -684,6 +684,21 @@ func (d *doneLog) waitOne(t *testing.T) error {
 	return d.calls()[0]
 }
 
+// waitDones waits until every log has an outcome. Done callbacks run after
+// the cache's lock is released, so they may still be on their way when the
+// flights or the feed that made them are over.
+func waitDones(t *testing.T, logs []doneLog) {
+	t.Helper()
+	waitFor(t, "every Want's Done", func() bool {
+		for i := range logs {
+			if len(logs[i].calls()) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // errAny stands for an error whose kind the test does not name.
 var errAny = errors.New("any error")
 
@@ -850,16 +865,7 @@ func TestCloseEndsRangePrefetches(t *testing.T) {
 	}}, ClassRun); got != PrefetchQueued {
 		t.Fatalf("Prefetch = %v", got)
 	}
-	closed := make(chan error)
-	go func() { closed <- c.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Close hangs (a Done called under the cache's lock?)")
-	}
+	closeWithin(t, c, 20*time.Second, "Close hangs (a Done called under the cache's lock?)")
 	// Close returned: every Done has run, once.
 	for name, log := range map[string]*doneLog{"running": &running, "queued": &queued, "nested": &nested} {
 		errs := log.calls()
@@ -959,16 +965,7 @@ func TestFeedOfRanges(t *testing.T) {
 		t.Fatalf("feed not done: %+v", f.Progress())
 	}
 	waitIdle(t, c)
-	// Done callbacks run after the cache's lock is released, so the last
-	// ones may still be on their way when the feed reports its end.
-	waitFor(t, "every Want's Done", func() bool {
-		for i := range logs {
-			if len(logs[i].calls()) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitDones(t, logs)
 	p := f.Progress()
 	if !p.Finished || p.DoneKeys != 10 || p.MissingKeys != 1 || p.FailedKeys != 2 || p.DoneBytes != 9*n || p.FetchedBytes < 7*n {
 		t.Fatalf("progress %+v, want 10 done (1 missing, 9 ranges of %d bytes), 2 failed", p, n)
@@ -1049,10 +1046,7 @@ func TestFeedCancelEndsHeldRangeWant(t *testing.T) {
 		t.Fatalf("the in-flight prefetch: %v", err)
 	}
 	waitIdle(t, c)
-	// Done runs after the cache's lock is released: the first Want's may
-	// still be on its way when the flights are gone.
-	logs[0].waitOne(t)
-	logs[1].waitOne(t)
+	waitDones(t, logs[:2]) // the third is never handed out
 	mu.Lock()
 	defer mu.Unlock()
 	if handed != 2 {

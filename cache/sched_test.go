@@ -373,16 +373,7 @@ func TestCloseEndsQueuedPrefetchesAndFeeds(t *testing.T) {
 		t.Fatalf("Prefetch(q) = %v", got)
 	}
 	f := c.AddFeed(func() (Want, bool) { return Want{Key: "q"}, true })
-	done := make(chan error)
-	go func() { done <- c.Close() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close hangs")
-	}
+	closeWithin(t, c, 10*time.Second, "Close hangs")
 	select {
 	case <-f.Done():
 	case <-time.After(10 * time.Second):
