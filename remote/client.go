@@ -488,8 +488,6 @@ func (e writeError) Error() string { return e.err.Error() }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// copyBody copies r to w, telling the caller's write errors (writeError)
-// apart from the network's read errors.
 // readBody copies body (resp's, or a limit of it) into w, noting progress
 // for the stall watchdog. A failure of w is permanent (another attempt
 // cannot help); a broken body comes back as the *transportError itself,
@@ -509,6 +507,8 @@ func (c *Client) readBody(st *retryState, resp *http.Response, u string, body io
 	return n, nil
 }
 
+// copyBody copies r to w, telling the caller's write errors (writeError)
+// apart from the network's read errors.
 func copyBody(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
