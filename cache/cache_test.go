@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 // memSource is an in-memory Source that counts calls and can hold or fail a
@@ -839,24 +841,6 @@ func TestEntryLargerThanBudgetIsServedNotKept(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination that fetch goroutines may write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestWriteFailureServesFromMemory(t *testing.T) {
 	keys := []string{"a/0.0", "a/0.1"}
 	tests := []struct {
@@ -892,7 +876,7 @@ func TestWriteFailureServesFromMemory(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newMemSource()
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			c := newCacheIn(t, Options{Dir: t.TempDir(), MaxBytes: 10_000, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, src)
 			tt.breakDisk(t, c)
 			for _, k := range keys {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,39 +10,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 // mountWait bounds how long a mount may take to appear.
 const mountWait = 30 * time.Second
-
-// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // zarrfsProc is one run of the zarrfs binary. Its t.Cleanup unmounts mnt (if mounted), ends the
 // process with bounded waits, and dumps its output if the test failed.
 type zarrfsProc struct {
 	mnt     string
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *testutil.SyncBuffer
 	done    chan struct{} // closed when the process has exited
 	exitErr error         // valid after done
 }
@@ -52,7 +34,7 @@ type zarrfsProc struct {
 // may create, which cleanup removes; "" if none.
 func startZarrfs(t testing.TB, env []string, mnt string, args ...string) *zarrfsProc {
 	t.Helper()
-	p := &zarrfsProc{mnt: mnt, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &zarrfsProc{mnt: mnt, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(zarrfsBin, args...)
 	if env != nil {
 		p.cmd.Env = env

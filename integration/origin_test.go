@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 // originRequest is one request the Go origin answered.
@@ -283,7 +285,7 @@ func newNginx(t testing.TB, root string) *nginxOrigin {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(nginxBin, "-p", prefix, "-e", filepath.Join(prefix, "error.log"), "-c", conf, "-g", "daemon off;")
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // so its workers can be ended with it
 	cmd.WaitDelay = 5 * time.Second

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -275,7 +277,7 @@ func TestStallTimeoutRetries(t *testing.T) {
 			h := &scripted{handlers: []http.HandlerFunc{logged(&log, tt.first), logged(&log, body(etag, string(data)))}}
 			srv := httptest.NewServer(h)
 			defer srv.Close()
-			var logBuf syncBuffer
+			var logBuf testutil.SyncBuffer
 			c, err := New(srv.URL, Options{StallTimeout: 300 * time.Millisecond, Logger: newTestLogger(&logBuf)})
 			if err != nil {
 				t.Fatal(err)
@@ -296,21 +298,4 @@ func TestStallTimeoutRetries(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -22,13 +22,14 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/zarrfs/zarrfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
 // indexTestServer is a Server on dir (no HTTP listener) whose log is kept.
-func indexTestServer(t testing.TB, dir string) (*Server, *syncBuf) {
+func indexTestServer(t testing.TB, dir string) (*Server, *testutil.SyncBuffer) {
 	t.Helper()
-	logBuf := &syncBuf{}
+	logBuf := &testutil.SyncBuffer{}
 	s, err := NewServer(ServerConfig{Dir: dir, NoAuth: true, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 const (
@@ -89,9 +91,9 @@ func serverTree(t testing.TB) string {
 
 // newTestServer serves dir over plain HTTP through httptest and returns
 // the server's base URL and the access log.
-func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string, *syncBuf) {
+func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string, *testutil.SyncBuffer) {
 	t.Helper()
-	logBuf := &syncBuf{}
+	logBuf := &testutil.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
 	if cfg.Tokens == nil && !cfg.NoAuth {
 		ts, err := NewTokenSet(testToken)
@@ -110,23 +112,6 @@ func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string, *syncBuf) {
 		s.Close()
 	})
 	return s, hs.URL, logBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // rawRequest sends target exactly as given (no client-side cleaning or
