@@ -66,8 +66,8 @@ func TestUnescapeMountinfo(t *testing.T) {
 		`/mnt/not\999octal`:     `/mnt/not\999octal`,
 		`https://h/a\040b.zarr`: "https://h/a b.zarr",
 	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		if got := UnescapeMountinfo(in); got != want {
+			t.Errorf("UnescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -26,7 +26,10 @@ import (
 	fusefs "bazil.org/fuse/fs"
 
 	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -106,12 +109,12 @@ func writeReplacing(t *testing.T, p, data string) {
 }
 
 // testOrigin is an Origin over a store directory: a real client of the
-// `zarrfs serve` handler when manifest is set, else the static dirOrigin of
-// discover_test.go. fail, when set, answers every request; getHook runs
+// `zarrfs serve` handler when manifest is set, else the static
+// storetest.DirOrigin. fail, when set, answers every request; getHook runs
 // before each Get.
 type testOrigin struct {
 	mu         sync.Mutex
-	static     *dirOrigin
+	static     *storetest.DirOrigin
 	client     *remote.Client
 	fail       error
 	noManifest bool
@@ -120,7 +123,7 @@ type testOrigin struct {
 
 func newTestOrigin(t *testing.T, dir string, manifest bool) *testOrigin {
 	t.Helper()
-	o := &testOrigin{static: &dirOrigin{root: dir}}
+	o := &testOrigin{static: &storetest.DirOrigin{Root: dir}}
 	if !manifest {
 		return o
 	}
@@ -168,6 +171,12 @@ func (o *testOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, e
 		return nil, fail
 	}
 	return o.static.List(ctx, dir)
+}
+
+// FetchSuffix: the test stores have no shards, so no suffix is ever asked
+// for; an origin that cannot answer one says it ignores ranges.
+func (o *testOrigin) FetchSuffix(ctx context.Context, key, version string, n int64, w io.Writer) (remote.Piece, error) {
+	return remote.Piece{}, fmt.Errorf("suffix of %s: %w", key, remote.ErrRangesUnsupported)
 }
 
 func (o *testOrigin) Manifest(ctx context.Context) (*remote.Manifest, error) {
@@ -277,16 +286,8 @@ type recordingKernel struct {
 	calls []string
 }
 
-func (k *recordingKernel) InvalidateEntry(parent fusefs.Node, name string) error {
-	var p string
-	switch n := parent.(type) {
-	case *nodeDir:
-		p = n.path
-	case *chunkDir:
-		p = n.path()
-	default:
-		p = fmt.Sprintf("%T", parent)
-	}
+func (k *recordingKernel) InvalidateEntry(parent *vfs.Dir, name string) error {
+	p := parent.Path()
 	k.mu.Lock()
 	k.calls = append(k.calls, p+"|"+name)
 	k.mu.Unlock()
@@ -309,6 +310,7 @@ type refreshFixture struct {
 	origin *testOrigin
 	chunks *sizeChunks
 	kernel *recordingKernel
+	core   *vfs.FS
 	fs     *FS
 }
 
@@ -316,16 +318,18 @@ func newRefreshFixture(t *testing.T, manifest bool) *refreshFixture {
 	t.Helper()
 	dir := testStore(t)
 	o := newTestOrigin(t, dir, manifest)
-	store, err := Discover(context.Background(), o)
+	st, err := store.Discover(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := store.Manifest != nil; got != manifest {
-		t.Fatalf("discovered with manifest=%v, want %v (source %q)", got, manifest, store.Source)
+	if got := st.Manifest != nil; got != manifest {
+		t.Fatalf("discovered with manifest=%v, want %v (source %q)", got, manifest, st.Source)
 	}
 	x := &refreshFixture{dir: dir, origin: o, chunks: newSizeChunks(t, dir), kernel: &recordingKernel{}}
-	x.fs = newFS(store, o, x.chunks, slog.New(slog.DiscardHandler), time.Hour)
-	x.fs.server = x.kernel
+	x.core = vfs.New(st, o, x.chunks, vfs.Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Hour})
+	t.Cleanup(x.core.Close)
+	x.core.SetInvalidator(x.kernel)
+	x.fs = New(x.core, Options{Logger: slog.New(slog.DiscardHandler)})
 	return x
 }
 
@@ -377,11 +381,11 @@ func (x *refreshFixture) mustLookup(t *testing.T, paths ...string) map[string]fu
 // metadata document.
 func fileContent(t *testing.T, n fusefs.Node) string {
 	t.Helper()
-	switch f := n.(type) {
-	case *metaFile:
-		return string(f.data)
-	case *chunkFile:
-		return fmt.Sprintf("chunk of %d bytes, version %q", f.size, f.version)
+	if f, ok := n.(*fileNode); ok {
+		if doc, ok := f.f.Document(); ok {
+			return string(doc)
+		}
+		return fmt.Sprintf("chunk of %d bytes, version %q", f.f.Size(), f.f.Version())
 	}
 	t.Fatalf("%T is not a file", n)
 	return ""
@@ -398,12 +402,12 @@ func TestRefreshUnchanged(t *testing.T) {
 		t.Run(fmt.Sprintf("manifest=%v", manifest), func(t *testing.T) {
 			x := newRefreshFixture(t, manifest)
 			before := x.mustLookup(t, "a/0", "a/.zattrs", "b/1")
-			v := x.fs.current()
-			rep, err := x.fs.refresh(context.Background())
+			v := x.core.Store()
+			rep, err := x.core.Refresh(context.Background())
 			if err != nil || rep.Error != "" || rep.Changed {
 				t.Fatalf("refresh of an unchanged store: changed=%v err=%v rep.Error=%q", rep.Changed, err, rep.Error)
 			}
-			if x.fs.current() != v {
+			if x.core.Store() != v {
 				t.Errorf("the view was swapped though nothing changed")
 			}
 			if got := x.kernel.take(); len(got) > 0 || rep.Invalidated != 0 {
@@ -502,14 +506,14 @@ func TestRefreshChanged(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newRefreshFixture(t, tc.manifest)
 			before := x.mustLookup(t, known...)
-			old := x.fs.current()
+			old := x.core.Store()
 			writeStore(t, x.dir, tc.change)
 
-			rep, err := x.fs.refresh(context.Background())
+			rep, err := x.core.Refresh(context.Background())
 			if err != nil || !rep.Changed {
 				t.Fatalf("refresh: changed=%v err=%v", rep.Changed, err)
 			}
-			if x.fs.current() == old {
+			if x.core.Store() == old {
 				t.Fatalf("the view was not swapped")
 			}
 			var want []string
@@ -596,26 +600,26 @@ func TestRefreshErrorsKeepTheView(t *testing.T) {
 					panic(err)
 				}
 			}
-			return ErrNotZarr, "serving the last version"
+			return store.ErrNotZarr, "serving the last version"
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newRefreshFixture(t, tc.manifest)
 			before := x.mustLookup(t, "a/0", "a/.zattrs")
-			old := x.fs.current()
+			old := x.core.Store()
 			// A real change is pending too: an error must not apply half of it.
 			writeStore(t, x.dir, map[string]string{"a/0": "A0", "a/.zattrs": `{"units": "C"}`})
 			wantErr, phrase := tc.breakOrigin(x)
 
-			rep, err := x.fs.refresh(context.Background())
+			rep, err := x.core.Refresh(context.Background())
 			if !errors.Is(err, wantErr) {
 				t.Fatalf("refresh error %v, want one matching %v", err, wantErr)
 			}
 			if rep.Error == "" || !strings.Contains(rep.Error, phrase) || rep.Changed {
 				t.Errorf("report: changed=%v error %q, want an error saying %q", rep.Changed, rep.Error, phrase)
 			}
-			if x.fs.current() != old {
+			if x.core.Store() != old {
 				t.Errorf("a failed refresh swapped the view")
 			}
 			if got := x.kernel.take(); len(got) > 0 {
@@ -708,7 +712,7 @@ func TestRefreshRacingLookup(t *testing.T) {
 			// The lookup has learnt the old version; the store changes and a
 			// refresh completes while it is still on its way.
 			writeStore(t, x.dir, tc.change)
-			rep, err := x.fs.refresh(context.Background())
+			rep, err := x.core.Refresh(context.Background())
 			if err != nil || !rep.Changed {
 				t.Fatalf("refresh: changed=%v err=%v", rep.Changed, err)
 			}
@@ -775,12 +779,12 @@ func TestDiffManifests(t *testing.T) {
 			dir := t.TempDir()
 			old := manifestOf(t, dir, base)
 			next := manifestOf(t, dir, tc.change)
-			got := diffManifests(old, next)
+			got := store.DiffManifests(old, next)
 			sort.Strings(got)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("diffManifests = %q, want %q", got, tc.want)
 			}
-			if back := diffManifests(next, old); len(back) != len(tc.want) {
+			if back := store.DiffManifests(next, old); len(back) != len(tc.want) {
 				t.Errorf("the reverse diff has %d keys, want %d", len(back), len(tc.want))
 			}
 		})
@@ -832,7 +836,7 @@ func TestDiffTrees(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			added, removed, changed := diffTrees(build(base), build(tc.next))
+			added, removed, changed := store.DiffTrees(build(base), build(tc.next))
 			for _, c := range []struct {
 				what      string
 				got, want []string

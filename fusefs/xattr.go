@@ -13,8 +13,8 @@ import (
 // friends find their daemon from the mountpoint alone.
 const ControlXattr = "user.zarrfs.control"
 
-func (d *nodeDir) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
-	if d.path != "" || req.Name != ControlXattr || d.fs.controlSocket == "" {
+func (d *dirNode) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	if d.d.Path() != "" || req.Name != ControlXattr || d.fs.controlSocket == "" {
 		return fuse.ErrNoXattr
 	}
 	val := []byte(d.fs.controlSocket)
@@ -25,8 +25,8 @@ func (d *nodeDir) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp 
 	return nil
 }
 
-func (d *nodeDir) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
-	if d.path == "" && d.fs.controlSocket != "" {
+func (d *dirNode) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	if d.d.Path() == "" && d.fs.controlSocket != "" {
 		resp.Append(ControlXattr)
 	}
 	return nil

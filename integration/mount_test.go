@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
@@ -174,28 +175,9 @@ func mountinfo() []mountEntry {
 		if len(lf) < 5 || len(rf) < 2 {
 			continue
 		}
-		out = append(out, mountEntry{Point: unescapeMountinfo(lf[4]), FSType: rf[0], Source: unescapeMountinfo(rf[1])})
+		out = append(out, mountEntry{Point: fusefs.UnescapeMountinfo(lf[4]), FSType: rf[0], Source: fusefs.UnescapeMountinfo(rf[1])})
 	}
 	return out
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, ...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func isFuseMount(mnt string) bool {

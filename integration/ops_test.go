@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zarrfs/zarrfs/fusefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,7 +174,7 @@ func TestMountHelper(t *testing.T) {
 			}
 			opts := ""
 			for _, line := range strings.Split(string(must(os.ReadFile("/proc/self/mounts"))), "\n") {
-				if f := strings.Fields(line); len(f) > 3 && unescapeMountinfo(f[1]) == mnt {
+				if f := strings.Fields(line); len(f) > 3 && fusefs.UnescapeMountinfo(f[1]) == mnt {
 					opts = f[3]
 				}
 			}

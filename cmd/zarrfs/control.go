@@ -86,11 +86,11 @@ func (c *controlServer) Close() {
 }
 
 // controlMux is the daemon's control API over a live session.
-func controlMux(sess *fusefs.Session) *http.ServeMux {
+func controlMux(sess *session) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, struct {
-			fusefs.Stats
+			mountStats
 			PID int `json:"pid"`
 		}{sess.Stats(), os.Getpid()})
 	})

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs"
 )
 
 func sampleStats() *statsView {
 	var s statsView
-	s.Stats = fusefs.Stats{
+	s.mountStats = mountStats{
 		URL:        `https://host/odd "name"\store.zarr`,
 		Mountpoint: "/content/era5",
 		Format:     2,
@@ -30,7 +30,7 @@ func sampleStats() *statsView {
 	s.Remote.Errors.ServerErrors, s.Remote.Errors.Stalled, s.Remote.Errors.NotFound = 2, 1, 7
 	s.Remote.Failures = 1
 	s.Cache.RangeEntries, s.Cache.RangeBytes = 40, 10<<20
-	s.Ranged = fusefs.RangedStats{Objects: 5, BlockOpens: 17, Tables: 3, BadIndexes: 1, Unsupported: true}
+	s.Ranged = vfs.RangedStats{Objects: 5, BlockOpens: 17, Tables: 3, BadIndexes: 1, Unsupported: true}
 	s.PID = 4242
 	s.Prefetch = &prefetchView{Bytes: 1 << 30, UsedBytes: 700 << 20, LateBytes: 100 << 20, UnreadBytes: 100 << 20, WastedBytes: 124 << 20,
 		Stalls: 12, StallNs: int64(3 * time.Second), StallMaxNs: int64(800 * time.Millisecond)}

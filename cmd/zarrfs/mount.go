@@ -24,6 +24,7 @@ import (
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
 // readyFDEnv names the file descriptor on which a detached daemon reports to
@@ -287,7 +288,7 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 		UserAgent:     "zarrfs/" + version(),
 		Logger:        log,
 	}
-	m, err := fusefs.Mount(ctx, fusefs.Config{
+	m, err := mountStore(ctx, mountConfig{
 		URL:           url,
 		Mountpoint:    mnt,
 		Remote:        remoteOpts,
@@ -385,9 +386,9 @@ func explain(err error) error {
 		advice = "the origin answered 401 Unauthorized: it needs a bearer token, or refused the one given; pass --token-file FILE or set ZARRFS_TOKEN"
 	case errors.Is(err, remote.ErrForbidden):
 		advice = "the origin answered 403 Forbidden: the token or the server's configuration denies access to this store"
-	case errors.Is(err, fusefs.ErrNotZarr):
+	case errors.Is(err, store.ErrNotZarr):
 		advice = "the URL is not a zarr store; point it at the store's root directory (the one holding .zgroup, .zarray, .zmetadata or zarr.json)"
-	case errors.Is(err, fusefs.ErrNoStructure):
+	case errors.Is(err, store.ErrNoStructure):
 		advice = `cannot learn the store's tree; on the storage machine consolidate its metadata with zarr.consolidate_metadata("PATH/TO/STORE") (zarr-python), or serve it from a server that lists directories`
 	default:
 		return err

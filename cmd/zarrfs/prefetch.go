@@ -27,11 +27,12 @@ import (
 	"golang.org/x/term"
 
 	"github.com/zarrfs/zarrfs/fusefs"
+	"github.com/zarrfs/zarrfs/vfs"
 )
 
 // prefetchRequest is the body of POST /v1/prefetch.
 type prefetchRequest struct {
-	Targets []fusefs.PrefetchTarget `json:"targets"`
+	Targets []vfs.PrefetchTarget `json:"targets"`
 }
 
 // registerPrefetch adds the prefetch endpoints to the control API:
@@ -39,7 +40,7 @@ type prefetchRequest struct {
 //	POST   /v1/prefetch       {"targets":[{"path":"t2m","ranges":[[0,10]]}]} -> progress of the new job
 //	GET    /v1/prefetch/{id}  -> progress
 //	DELETE /v1/prefetch/{id}  -> cancel it
-func registerPrefetch(mux *http.ServeMux, sess *fusefs.Session) {
+func registerPrefetch(mux *http.ServeMux, sess *session) {
 	mux.HandleFunc("POST /v1/prefetch", func(w http.ResponseWriter, r *http.Request) {
 		var req prefetchRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
@@ -48,7 +49,7 @@ func registerPrefetch(mux *http.ServeMux, sess *fusefs.Session) {
 		}
 		p, err := sess.Prefetch(req.Targets)
 		switch {
-		case errors.Is(err, fusefs.ErrNoSuchPath), errors.Is(err, fusefs.ErrBadRange):
+		case errors.Is(err, vfs.ErrNoSuchPath), errors.Is(err, vfs.ErrBadRange):
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		case err != nil:
@@ -167,7 +168,7 @@ Flags:
 	}
 	// One job per mount, with every target of that mount.
 	var mounts []string
-	targets := map[string][]fusefs.PrefetchTarget{}
+	targets := map[string][]vfs.PrefetchTarget{}
 	for _, arg := range fl.Args() {
 		mnt, t, err := prefetchTarget(arg)
 		if err != nil {
@@ -186,7 +187,7 @@ Flags:
 		if err != nil {
 			return err
 		}
-		var p fusefs.PrefetchProgress
+		var p vfs.PrefetchProgress
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err = c.sendJSON(rctx, http.MethodPost, "/v1/prefetch", prefetchRequest{Targets: targets[mnt]}, &p)
 		cancel()
@@ -207,7 +208,7 @@ Flags:
 	return nil
 }
 
-func approx(p fusefs.PrefetchProgress) string {
+func approx(p vfs.PrefetchProgress) string {
 	if p.BytesExact {
 		return ""
 	}
@@ -216,7 +217,7 @@ func approx(p fusefs.PrefetchProgress) string {
 
 // prefetchTarget splits a PATH argument into its mount and the target
 // inside it.
-func prefetchTarget(arg string) (mnt string, t fusefs.PrefetchTarget, err error) {
+func prefetchTarget(arg string) (mnt string, t vfs.PrefetchTarget, err error) {
 	p := arg
 	if strings.HasSuffix(p, "]") {
 		i := strings.LastIndexByte(p, '[')
@@ -296,7 +297,7 @@ func parseRanges(s string) ([][2]int64, error) {
 
 // waitPrefetch follows job p until it ends, with a progress bar on a
 // terminal and plain lines otherwise. An interrupt cancels the job.
-func waitPrefetch(ctx context.Context, c *controlClient, mnt string, p fusefs.PrefetchProgress, quiet bool) error {
+func waitPrefetch(ctx context.Context, c *controlClient, mnt string, p vfs.PrefetchProgress, quiet bool) error {
 	tty := !quiet && term.IsTerminal(int(os.Stdout.Fd()))
 	var bar *progressbar.ProgressBar
 	if tty {
@@ -371,7 +372,7 @@ func waitPrefetch(ctx context.Context, c *controlClient, mnt string, p fusefs.Pr
 }
 
 // progressLine is one line of progress for logs and pipes.
-func progressLine(p fusefs.PrefetchProgress) string {
+func progressLine(p vfs.PrefetchProgress) string {
 	rate := 0.0
 	if p.Elapsed > 0 {
 		rate = float64(p.FetchedBytes) / p.Elapsed

@@ -23,6 +23,7 @@ import (
 
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
 // errCacheDir marks a cache directory zarrfs cannot use.
@@ -122,7 +123,7 @@ func adviseOrigin(ctx context.Context, storeURL string, opts remote.Options, err
 		return &advisedError{advice: "the origin needs a bearer token (401 Unauthorized): pass --token-file FILE or set ZARRFS_TOKEN to the token the server printed", err: err}
 	case errors.As(err, &statusErr) && statusErr.Code == 400 && strings.HasPrefix(storeURL, "http://"):
 		return &advisedError{advice: "the origin answered 400 Bad Request to plain HTTP: if this port serves HTTPS (zarrfs serve does unless --insecure-http), use an https:// URL", err: err}
-	case errors.Is(err, fusefs.ErrNotZarr):
+	case errors.Is(err, store.ErrNotZarr):
 		return &advisedError{advice: describeNotZarr(ctx, storeURL, opts), err: err, alone: true}
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		return &advisedError{advice: fmt.Sprintf("cannot resolve host %s: check the host name in the URL (or this machine's DNS)", dnsErr.Name), err: err}

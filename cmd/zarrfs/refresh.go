@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/zarrfs/zarrfs/fusefs"
+	"github.com/zarrfs/zarrfs/vfs"
 )
 
 func runRefresh(args []string) error {
@@ -43,7 +42,7 @@ Example:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var rep fusefs.RefreshReport
+	var rep vfs.RefreshReport
 	if err := c.call(ctx, "POST", "/v1/refresh", &rep); err != nil {
 		return err
 	}

@@ -20,15 +20,13 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
-
-	"github.com/zarrfs/zarrfs/fusefs"
 )
 
-// statsView is a daemon's /v1/stats answer: fusefs.Stats plus what the
+// statsView is a daemon's /v1/stats answer: mountStats plus what the
 // control socket adds, and the prefetcher's counters, read by JSON name so
 // that this command also reads daemons without them.
 type statsView struct {
-	fusefs.Stats
+	mountStats
 	PID      int           `json:"pid"`
 	Prefetch *prefetchView `json:"prefetch,omitempty"`
 }

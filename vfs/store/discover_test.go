@@ -1,4 +1,4 @@
-package fusefs
+package store_test
 
 import (
 	"context"
@@ -10,64 +10,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 
+	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
-const fixtures = "../../shared/fixtures"
-
-// dirOrigin serves a directory the way a static HTTP server would: files by
-// key, and optionally a directory index that may hide dotfiles like nginx's.
-type dirOrigin struct {
-	root        string
-	listing     bool
-	hideDots    bool
-	status      map[string]error // key -> error to answer instead
-	gets, lists atomic.Int64
-}
-
-func (o *dirOrigin) Get(ctx context.Context, key string, max int64) ([]byte, remote.Object, error) {
-	o.gets.Add(1)
-	if err, ok := o.status[key]; ok {
-		return nil, remote.Object{}, err
-	}
-	data, err := os.ReadFile(filepath.Join(o.root, filepath.FromSlash(key)))
-	if err != nil {
-		// Missing, or a directory read as a file: a server answers 404.
-		return nil, remote.Object{}, fmt.Errorf("GET %s: %w", key, remote.ErrNotFound)
-	}
-	return data, remote.Object{Size: int64(len(data))}, nil
-}
-
-func (o *dirOrigin) Manifest(ctx context.Context) (*remote.Manifest, error) {
-	return nil, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
-}
-
-func (o *dirOrigin) RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (*remote.Manifest, bool, error) {
-	return nil, false, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
-}
-
-func (o *dirOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, error) {
-	o.lists.Add(1)
-	if !o.listing {
-		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNoListing)
-	}
-	entries, err := os.ReadDir(filepath.Join(o.root, filepath.FromSlash(dir)))
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNotFound)
-	}
-	var out []remote.DirEntry
-	for _, e := range entries {
-		if o.hideDots && strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		out = append(out, remote.DirEntry{Name: e.Name(), IsDir: e.IsDir()})
-	}
-	return out, nil
-}
+const fixtures = "../../../shared/fixtures"
 
 // nodesOnDisk lists the group and array paths of a store directory, by the
 // metadata documents present, as the ground truth for discovery.
@@ -141,16 +92,16 @@ func TestDiscoverFixtures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/listing=%v/hideDots=%v", tc.store, tc.listing, tc.hideDots), func(t *testing.T) {
 			root := filepath.Join(fixtures, tc.store)
-			o := &dirOrigin{root: root, listing: tc.listing, hideDots: tc.hideDots}
-			s, err := Discover(context.Background(), o)
+			o := &storetest.DirOrigin{Root: root, Listing: tc.listing, HideDots: tc.hideDots}
+			s, err := store.Discover(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if s.Source != tc.wantSource || s.Format != tc.wantFormat {
 				t.Errorf("source %q format %d, want %q %d", s.Source, s.Format, tc.wantSource, tc.wantFormat)
 			}
-			if tc.wantGets > 0 && (o.gets.Load() != tc.wantGets || o.lists.Load() != 0) {
-				t.Errorf("discovery made %d GETs and %d listings, want %d and 0", o.gets.Load(), o.lists.Load(), tc.wantGets)
+			if tc.wantGets > 0 && (o.Gets.Load() != tc.wantGets || o.Lists.Load() != 0) {
+				t.Errorf("discovery made %d GETs and %d listings, want %d and 0", o.Gets.Load(), o.Lists.Load(), tc.wantGets)
 			}
 			got, want := treePaths(s.Tree), nodesOnDisk(t, root)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -192,18 +143,18 @@ func TestDiscoverFailures(t *testing.T) {
 	empty := t.TempDir()
 	cases := []struct {
 		name   string
-		origin *dirOrigin
+		origin *storetest.DirOrigin
 		want   error
 	}{
-		{"not a store", &dirOrigin{root: empty, listing: true}, ErrNotZarr},
-		{"no consolidation, no listing", &dirOrigin{root: filepath.Join(fixtures, "zarr-python-2.13/fixture")}, ErrNoStructure},
-		{"v3 no consolidation, no listing", &dirOrigin{root: filepath.Join(fixtures, "zarrita/v3/data.zarr")}, ErrNoStructure},
-		{"401 stops discovery", &dirOrigin{root: empty, status: map[string]error{".zmetadata": remote.ErrUnauthorized}}, remote.ErrUnauthorized},
-		{"5xx is not 'absent'", &dirOrigin{root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), status: map[string]error{".zmetadata": &remote.StatusError{Code: 503}}}, nil},
+		{"not a store", &storetest.DirOrigin{Root: empty, Listing: true}, store.ErrNotZarr},
+		{"no consolidation, no listing", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarr-python-2.13/fixture")}, store.ErrNoStructure},
+		{"v3 no consolidation, no listing", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v3/data.zarr")}, store.ErrNoStructure},
+		{"401 stops discovery", &storetest.DirOrigin{Root: empty, Status: map[string]error{".zmetadata": remote.ErrUnauthorized}}, remote.ErrUnauthorized},
+		{"5xx is not 'absent'", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), Status: map[string]error{".zmetadata": &remote.StatusError{Code: 503}}}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Discover(context.Background(), tc.origin)
+			_, err := store.Discover(context.Background(), tc.origin)
 			if err == nil {
 				t.Fatal("discovery succeeded")
 			}

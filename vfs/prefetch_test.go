@@ -1,4 +1,4 @@
-package fusefs
+package vfs
 
 import (
 	"errors"
@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/internal/storetest"
 )
 
 func TestResolvePrefetchTargets(t *testing.T) {
-	store := planTestStore(t, 4) // g/x (4 slabs), g/y, z (4x4 grid), g/lat
+	store := storetest.PlanStore(t, 4) // g/x (4 slabs), g/y, z (4x4 grid), g/lat
 	tests := []struct {
 		name    string
 		targets []PrefetchTarget

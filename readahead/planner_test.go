@@ -1,4 +1,4 @@
-package fusefs
+package readahead
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/internal/storetest"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -42,7 +44,7 @@ func (s *fakeSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResul
 	return cache.PrefetchQueued
 }
 
-func (s *fakeSink) StartFeed(next func() (cache.Want, bool)) feedHandle {
+func (s *fakeSink) StartFeed(next func() (cache.Want, bool)) FeedHandle {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := &fakeFeed{next: next, done: make(chan struct{})}
@@ -84,34 +86,15 @@ func (f *fakeFeed) drain() (keys []string) {
 	}
 }
 
-// planTestStore is a group with x (slabs×3×32×32 uint8, one chunk per slab), y
-// (slabs int64, chunk 10 rows) and z (2-d, 4 chunks per slab), v2 "."
-// keys, and a small coordinate array.
-func planTestStore(t *testing.T, slabs int64) *Store {
-	t.Helper()
-	tree := zarr.NewTree()
-	add := func(p string, shape, chunks []int64, dtype string) {
-		arr := &zarr.Array{ZarrFormat: 2, Shape: shape, ChunkShape: chunks, DataType: dtype, KeyEncoding: zarr.KeyEncoding{Separator: "."}}
-		if _, err := tree.Add(p, zarr.KindArray, arr, ".zarray"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	add("g/x", []int64{slabs * 10, 3, 32, 32}, []int64{10, 3, 32, 32}, "|u1")
-	add("g/y", []int64{slabs * 10}, []int64{10}, "<i8")
-	add("z", []int64{slabs * 10, 40}, []int64{10, 10}, "<f4")
-	add("g/lat", []int64{64}, []int64{64}, "<f4")
-	return &Store{Tree: tree, Format: 2}
-}
-
-func newTestPlanner(t *testing.T, slabs, budget int64) (*planner, *fakeSink, *Store) {
-	store := planTestStore(t, slabs)
+func newTestPlanner(t *testing.T, slabs, budget int64) (*Planner, *fakeSink, *store.Store) {
+	store := storetest.PlanStore(t, slabs)
 	sink := &fakeSink{}
-	p := newPlanner(store, sink, budget, slog.New(slog.DiscardHandler))
+	p := New(store, sink, budget, slog.New(slog.DiscardHandler))
 	return p, sink, store
 }
 
 // read reports an access to chunk key (e.g. "g/x/3.0.0.0") and its size.
-func read(t *testing.T, p *planner, store *Store, key string, size int64) {
+func read(t *testing.T, p *Planner, store *store.Store, key string, size int64) {
 	t.Helper()
 	dir, name := path.Split(key)
 	n := store.Tree.Lookup(strings.TrimSuffix(dir, "/"))
@@ -119,15 +102,15 @@ func read(t *testing.T, p *planner, store *Store, key string, size int64) {
 	if kind != zarr.EntryChunk {
 		t.Fatalf("%s is not a chunk", key)
 	}
-	p.access(store, n, coords, key)
-	p.observeSize(n, size)
+	p.Access(store, n, coords, key)
+	p.ObserveSize(n, size)
 }
 
 func xKey(i int64) string { return fmt.Sprintf("g/x/%d.0.0.0", i) }
 func yKey(i int64) string { return fmt.Sprintf("g/y/%d", i) }
 
 // readXY reads slab i of x and y, as the images workload does.
-func readXY(t *testing.T, p *planner, store *Store, i int64) {
+func readXY(t *testing.T, p *Planner, store *store.Store, i int64) {
 	read(t, p, store, xKey(i), 25000)
 	read(t, p, store, yKey(i), 100)
 }
@@ -327,7 +310,7 @@ func TestPlannerDropsArraysNotRead(t *testing.T) {
 
 func TestPlannerWarmsSmallArrays(t *testing.T) {
 	p, sink, _ := newTestPlanner(t, 100, 1<<30)
-	p.warmSmallArrays()
+	p.WarmSmallArrays()
 	if got := sink.take(cache.ClassLockstep); !slices.Equal(got, []string{"g/lat/0"}) {
 		t.Fatalf("warmed %v, want the coordinate array g/lat only", got)
 	}

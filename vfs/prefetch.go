@@ -1,11 +1,11 @@
-package fusefs
+package vfs
 
 // Explicit prefetch (`zarrfs prefetch`): warm a subtree of the store — the
 // whole store, a group, an array, or a range of chunk indices of an array —
 // through the running mount, as a background feed of the cache. And the
-// prefetch counters of a Session.
+// prefetch counters of a mount.
 //
-// Locking: Session.jobsMu guards the job table only; it is never held while
+// Locking: explicitJobs.mu guards the job table only; it is never held while
 // calling the cache or the planner.
 
 import (
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/readahead"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -32,22 +34,23 @@ var ErrBadRange = errors.New("bad chunk index range")
 // planner's decisions and explicit jobs.
 type PrefetchStats struct {
 	cache.PrefetchStats
-	Planner PlannerStats `json:"planner"`
-	Jobs    int          `json:"explicit_jobs"` // explicit prefetches running
+	Planner readahead.Stats `json:"planner"`
+	Jobs    int             `json:"explicit_jobs"` // explicit prefetches running
 }
 
 // PrefetchStats returns the mount's prefetch counters.
-func (m *Session) PrefetchStats() PrefetchStats {
-	st := PrefetchStats{PrefetchStats: m.cache.PrefetchStats(), Planner: m.fs.planner.Stats()}
-	m.jobsMu.Lock()
-	for _, j := range m.jobs {
+func (f *FS) PrefetchStats() PrefetchStats {
+	st := PrefetchStats{PrefetchStats: f.cache.PrefetchStats(), Planner: f.planner.Stats()}
+	m := &f.jobs
+	m.mu.Lock()
+	for _, j := range m.table {
 		select {
 		case <-j.feed.Done():
 		default:
 			st.Jobs++
 		}
 	}
-	m.jobsMu.Unlock()
+	m.mu.Unlock()
 	return st
 }
 
@@ -95,34 +98,33 @@ type prefetchSpan struct {
 // Prefetch starts warming targets in the background and returns the job's
 // initial progress; PrefetchStatus follows it. Keys already cached cost no
 // request; chunks missing on the origin count as done.
-func (m *Session) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
-	v := m.fs.current()
+func (f *FS) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
+	v := f.current()
 	spans, err := resolveTargets(v.Store, targets)
 	if err != nil {
 		return PrefetchProgress{}, err
 	}
 	job := &prefetchJob{started: time.Now()}
-	job.keys, job.bytes, job.exact = m.estimate(v.Store, spans)
-	job.feed = m.cache.AddFeed(m.fs.ranged.expandFeed(m.fs.arrayOf, spanFeed(v.Store, spans, m.fs.planner),
+	job.keys, job.bytes, job.exact = f.estimate(v.Store, spans)
+	job.feed = f.cache.AddFeed(f.ranged.expandFeed(f.arrayOf, spanFeed(v.Store, spans, f.planner),
 		func(blocks int) { job.blocks.Add(int64(blocks - 1)) }))
-	m.jobsMu.Lock()
-	m.nextJob++
-	job.id = m.nextJob
-	if m.jobs == nil {
-		m.jobs = map[int]*prefetchJob{}
+	m := &f.jobs
+	m.mu.Lock()
+	m.next++
+	job.id = m.next
+	if m.table == nil {
+		m.table = map[int]*prefetchJob{}
 	}
-	m.jobs[job.id] = job
-	m.pruneJobsLocked()
-	m.jobsMu.Unlock()
-	m.cfg.Logger.Info("prefetch started", "job", job.id, "targets", len(targets), "keys", job.keys, "bytes", job.bytes)
+	m.table[job.id] = job
+	m.pruneLocked()
+	m.mu.Unlock()
+	f.log.Info("prefetch started", "job", job.id, "targets", len(targets), "keys", job.keys, "bytes", job.bytes)
 	return job.progress(), nil
 }
 
 // PrefetchStatus reports the progress of job id.
-func (m *Session) PrefetchStatus(id int) (PrefetchProgress, bool) {
-	m.jobsMu.Lock()
-	j := m.jobs[id]
-	m.jobsMu.Unlock()
+func (f *FS) PrefetchStatus(id int) (PrefetchProgress, bool) {
+	j := f.jobs.get(id)
 	if j == nil {
 		return PrefetchProgress{}, false
 	}
@@ -130,10 +132,8 @@ func (m *Session) PrefetchStatus(id int) (PrefetchProgress, bool) {
 }
 
 // CancelPrefetch stops job id; fetches already started still land.
-func (m *Session) CancelPrefetch(id int) bool {
-	m.jobsMu.Lock()
-	j := m.jobs[id]
-	m.jobsMu.Unlock()
+func (f *FS) CancelPrefetch(id int) bool {
+	j := f.jobs.get(id)
 	if j == nil {
 		return false
 	}
@@ -141,21 +141,22 @@ func (m *Session) CancelPrefetch(id int) bool {
 	return true
 }
 
-func (m *Session) cancelJobs() {
-	m.jobsMu.Lock()
-	jobs := make([]*prefetchJob, 0, len(m.jobs))
-	for _, j := range m.jobs {
+func (f *FS) cancelJobs() {
+	m := &f.jobs
+	m.mu.Lock()
+	jobs := make([]*prefetchJob, 0, len(m.table))
+	for _, j := range m.table {
 		jobs = append(jobs, j)
 	}
-	m.jobsMu.Unlock()
+	m.mu.Unlock()
 	for _, j := range jobs {
 		j.feed.Cancel()
 	}
 }
 
-func (m *Session) pruneJobsLocked() {
+func (m *explicitJobs) pruneLocked() {
 	var finished []int
-	for id, j := range m.jobs {
+	for id, j := range m.table {
 		select {
 		case <-j.feed.Done():
 			finished = append(finished, id)
@@ -167,7 +168,7 @@ func (m *Session) pruneJobsLocked() {
 	}
 	slices.Sort(finished)
 	for _, id := range finished[:len(finished)-maxFinishedJobs] {
-		delete(m.jobs, id)
+		delete(m.table, id)
 	}
 }
 
@@ -184,14 +185,14 @@ func (j *prefetchJob) progress() PrefetchProgress {
 }
 
 // resolveTargets turns targets into spans of arrays.
-func resolveTargets(store *Store, targets []PrefetchTarget) ([]prefetchSpan, error) {
+func resolveTargets(st *store.Store, targets []PrefetchTarget) ([]prefetchSpan, error) {
 	if len(targets) == 0 {
 		targets = []PrefetchTarget{{Path: ""}}
 	}
 	var spans []prefetchSpan
 	for _, t := range targets {
 		p := strings.Trim(path.Clean("/"+t.Path), "/")
-		if n := store.Tree.Lookup(p); n != nil {
+		if n := st.Tree.Lookup(p); n != nil {
 			if n.Kind != zarr.KindArray {
 				if len(t.Ranges) > 0 {
 					return nil, fmt.Errorf("%w: %s is a group; chunk ranges apply to arrays", ErrBadRange, displayStorePath(p))
@@ -206,7 +207,7 @@ func resolveTargets(store *Store, targets []PrefetchTarget) ([]prefetchSpan, err
 			spans = append(spans, sp)
 			continue
 		}
-		sp, ok := chunkSpan(store, p)
+		sp, ok := chunkSpan(st, p)
 		if !ok || len(t.Ranges) > 0 {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchPath, displayStorePath(p))
 		}
@@ -259,10 +260,10 @@ func arraySpan(arr *zarr.Node, ranges [][2]int64) (prefetchSpan, error) {
 }
 
 // chunkSpan covers one chunk named by its store key.
-func chunkSpan(store *Store, key string) (prefetchSpan, bool) {
+func chunkSpan(st *store.Store, key string) (prefetchSpan, bool) {
 	// The array is the longest node path that is a prefix of the key.
 	for dir := path.Dir(key); dir != "." && dir != "/"; dir = path.Dir(dir) {
-		n := store.Tree.Lookup(dir)
+		n := st.Tree.Lookup(dir)
 		if n == nil {
 			continue
 		}
@@ -317,8 +318,8 @@ func (sp prefetchSpan) forEach(fn func([]int64) bool) {
 
 // estimate counts the keys of spans and their bytes: exact from the
 // manifest, else the planner's estimate per chunk.
-func (m *Session) estimate(store *Store, spans []prefetchSpan) (keys, bytes int64, exact bool) {
-	if man := store.Manifest; man != nil {
+func (f *FS) estimate(st *store.Store, spans []prefetchSpan) (keys, bytes int64, exact bool) {
+	if man := st.Manifest; man != nil {
 		for _, sp := range spans {
 			sp.forEach(func(c []int64) bool {
 				if size, _, ok := man.Lookup(path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(c))); ok {
@@ -333,7 +334,7 @@ func (m *Session) estimate(store *Store, spans []prefetchSpan) (keys, bytes int6
 	for _, sp := range spans {
 		n := sp.count()
 		keys += n
-		bytes += int64(m.fs.planner.chunkEstimate(sp.arr) * float64(n))
+		bytes += int64(f.planner.ChunkEstimate(sp.arr) * float64(n))
 	}
 	return keys, bytes, false
 }
@@ -341,7 +342,7 @@ func (m *Session) estimate(store *Store, spans []prefetchSpan) (keys, bytes int6
 // spanFeed hands out the chunk keys of spans in order, with the manifest's
 // versions and sizes (skipping keys it does not list) when there is one,
 // else with the planner's size estimates.
-func spanFeed(store *Store, spans []prefetchSpan, p *planner) func() (cache.Want, bool) {
+func spanFeed(st *store.Store, spans []prefetchSpan, p *readahead.Planner) func() (cache.Want, bool) {
 	si := 0
 	var coords []int64 // next chunk of spans[si]; nil = start of it
 	var est int64
@@ -354,17 +355,17 @@ func spanFeed(store *Store, spans []prefetchSpan, p *planner) func() (cache.Want
 					continue
 				}
 				coords = slices.Clone(sp.lo)
-				est = int64(p.chunkEstimate(sp.arr))
+				est = int64(p.ChunkEstimate(sp.arr))
 			} else if !advance(coords, sp.lo, sp.hi) {
 				si++
 				coords = nil
 				continue
 			}
 			key := path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(coords))
-			if store.Manifest == nil {
+			if st.Manifest == nil {
 				return cache.Want{Key: key, Size: est}, true
 			}
-			if size, version, ok := store.Manifest.Lookup(key); ok {
+			if size, version, ok := st.Manifest.Lookup(key); ok {
 				return cache.Want{Key: key, Version: version, Size: size}, true
 			}
 		}
@@ -385,27 +386,15 @@ func advance(coords, lo, hi []int64) bool {
 	return false
 }
 
-// chunkEstimate is the planner's estimate of an object of arr (observed
-// average, or the decoded size of a chunk); without a planner, the decoded
-// size.
-func (p *planner) chunkEstimate(arr *zarr.Node) float64 {
-	if p != nil {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if a := p.arrays[arr]; a != nil {
-			return p.chunkEstimateLocked(a)
-		}
-	}
-	n := float64(itemSize(arr.Array.DataType))
-	for _, c := range arr.Array.ChunkShape {
-		n *= float64(c)
-	}
-	return n
+// explicitJobs is the table of a mount's explicit prefetches.
+type explicitJobs struct {
+	mu    sync.Mutex
+	table map[int]*prefetchJob
+	next  int
 }
 
-// jobs state of a Session (kept here with the code that uses it).
-type sessionJobs struct {
-	jobsMu  sync.Mutex
-	jobs    map[int]*prefetchJob
-	nextJob int
+func (m *explicitJobs) get(id int) *prefetchJob {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.table[id]
 }

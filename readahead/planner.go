@@ -1,4 +1,11 @@
-package fusefs
+// Package readahead is the readahead policy of a mount: it watches which
+// chunks readers look up and open, predicts from the chunk grid what they
+// ask for next, and asks a Sink (the cache) for it at the cache's priority
+// classes. It also builds the feeds that background prefetches hand the
+// cache. It must not know about files, handles, the kernel, blocks of
+// shards or the origin: what it predicts are whole chunk keys, and a Sink
+// decides how they are fetched.
+package readahead
 
 // The readahead planner: the policy half of prefetching (the mechanism —
 // priorities, concurrency, protection of unread data — is cache's
@@ -22,7 +29,7 @@ package fusefs
 //     When the arrays do not fit, only predictions are fetched, and the
 //     cache never evicts unread prefetched data to make room for more.
 //
-// Lock order: planner.mu is held only while deciding; it is never held while
+// Lock order: Planner.mu is held only while deciding; it is never held while
 // calling the cache (which may call the planner's feed generators from its
 // dispatcher goroutine, without its own lock).
 
@@ -36,6 +43,7 @@ import (
 
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -67,33 +75,41 @@ const (
 	smallWarmMax     = 64
 )
 
-// prefetchSink is what the planner needs from the cache.
-type prefetchSink interface {
+// Sink is what the planner needs from the cache: take one predicted object
+// at a priority class, or start a background feed of many.
+type Sink interface {
 	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
-	StartFeed(next func() (cache.Want, bool)) feedHandle
+	StartFeed(next func() (cache.Want, bool)) FeedHandle
 }
 
-// feedHandle is a running background feed (*cache.Feed).
-type feedHandle interface {
+// FeedHandle is a running background feed (*cache.Feed).
+type FeedHandle interface {
 	Cancel()
 	Done() <-chan struct{}
 	Progress() cache.FeedProgress
 }
 
-// cacheSink adapts *cache.Cache to prefetchSink.
-type cacheSink struct{ c *cache.Cache }
-
-func (s cacheSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
-	return s.c.Prefetch(w, class)
+// FeedCache is what CacheSink needs of the cache (*cache.Cache).
+type FeedCache interface {
+	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	AddFeed(next func() (cache.Want, bool)) *cache.Feed
 }
 
-func (s cacheSink) StartFeed(next func() (cache.Want, bool)) feedHandle {
-	return s.c.AddFeed(next)
+// CacheSink adapts the cache to Sink.
+type CacheSink struct{ Cache FeedCache }
+
+func (s CacheSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+	return s.Cache.Prefetch(w, class)
 }
 
-// planner is the readahead policy of one mount.
-type planner struct {
-	sink prefetchSink
+func (s CacheSink) StartFeed(next func() (cache.Want, bool)) FeedHandle {
+	return s.Cache.AddFeed(next)
+}
+
+// Planner is the readahead policy of one mount. A nil *Planner is valid
+// and predicts nothing.
+type Planner struct {
+	sink Sink
 	// manifest is the store's manifest (nil without one); atomic because
 	// want reads it outside mu while a refresh may rebuild.
 	manifest  atomic.Pointer[remote.Manifest]
@@ -102,15 +118,15 @@ type planner struct {
 	log       *slog.Logger
 
 	mu     sync.Mutex
-	store  *Store // the version of the store the groups were built from
+	store  *store.Store // the version of the store the groups were built from
 	arrays map[*zarr.Node]*arrayInfo
 	groups []*lockGroup
-	stats  PlannerStats
+	stats  Stats
 	closed bool
 }
 
-// PlannerStats count the planner's decisions.
-type PlannerStats struct {
+// Stats count the planner's decisions.
+type Stats struct {
 	LockstepRequests int64 `json:"lockstep_requests"` // chunks asked for because a sibling read their slab
 	RunRequests      int64 `json:"run_requests"`      // chunks asked for ahead of a run
 	RunsConfirmed    int64 `json:"runs_confirmed"`    // accesses a run predicted
@@ -164,7 +180,7 @@ type lockGroup struct {
 	streams []*stream
 	hits    int64
 	misses  int64
-	fill    feedHandle // background fill in progress, or nil
+	fill    FeedHandle // background fill in progress, or nil
 	filled  bool       // a fill ran (or was refused as too large): not again
 }
 
@@ -177,8 +193,10 @@ type stream struct {
 	used   int64 // group visit of its last hit, for LRU replacement
 }
 
-func newPlanner(store *Store, sink prefetchSink, budget int64, log *slog.Logger) *planner {
-	p := &planner{
+// New returns the planner of a mount of store whose cache holds budget
+// bytes; it asks sink for what it predicts.
+func New(store *store.Store, sink Sink, budget int64, log *slog.Logger) *Planner {
+	p := &Planner{
 		sink:      sink,
 		budget:    budget,
 		runBudget: max(4<<20, min(budget/4, 256<<20)),
@@ -190,7 +208,7 @@ func newPlanner(store *Store, sink prefetchSink, budget int64, log *slog.Logger)
 
 // buildLocked (re)builds the arrays and groups from a version of the store,
 // forgetting what was learnt; it returns the fills to cancel.
-func (p *planner) buildLocked(store *Store) (stale []feedHandle) {
+func (p *Planner) buildLocked(store *store.Store) (stale []FeedHandle) {
 	for _, g := range p.groups {
 		if g.fill != nil {
 			stale = append(stale, g.fill)
@@ -235,10 +253,10 @@ type slabReq struct {
 	class cache.Class
 }
 
-// access notes a lookup or open of the chunk at coords of arr (key as the
+// Access notes a lookup or open of the chunk at coords of arr (key as the
 // reader named it) in store (the version the file system resolved it in)
 // and asks the cache for what it predicts.
-func (p *planner) access(store *Store, arr *zarr.Node, coords []int64, key string) {
+func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key string) {
 	if p == nil || len(coords) == 0 || store == nil {
 		return
 	}
@@ -289,8 +307,8 @@ func (p *planner) access(store *Store, arr *zarr.Node, coords []int64, key strin
 	}
 }
 
-// observeSize records the size of an object of arr learnt at lookup.
-func (p *planner) observeSize(arr *zarr.Node, size int64) {
+// ObserveSize records the size of an object of arr learnt at lookup.
+func (p *Planner) ObserveSize(arr *zarr.Node, size int64) {
 	if p == nil {
 		return
 	}
@@ -331,7 +349,7 @@ func (g *lockGroup) isActive(a *arrayInfo) bool {
 // visitLocked takes a step of the reader to slab s: it updates the streams
 // and says which slabs to ask for ahead, and whether to start or cancel the
 // background fill.
-func (p *planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill bool, cancelFill feedHandle) {
+func (p *Planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill bool, cancelFill FeedHandle) {
 	g.recent[g.visits%recentSlabs] = s
 	g.visits++
 	if g.visits%decayEvery == 0 {
@@ -443,7 +461,7 @@ func (g *lockGroup) addStream(st *stream) {
 
 // runAhead caps st's window at the run budget and returns the slabs of the
 // window not asked for yet.
-func (p *planner) runAhead(g *lockGroup, st *stream) []slabReq {
+func (p *Planner) runAhead(g *lockGroup, st *stream) []slabReq {
 	slabBytes := p.slabBytesLocked(g)
 	maxWindow := int64(64)
 	if slabBytes > 0 {
@@ -467,7 +485,7 @@ func (p *planner) runAhead(g *lockGroup, st *stream) []slabReq {
 }
 
 // slabBytesLocked estimates the bytes of one slab of g's active arrays.
-func (p *planner) slabBytesLocked(g *lockGroup) float64 {
+func (p *Planner) slabBytesLocked(g *lockGroup) float64 {
 	var total float64
 	for _, a := range g.activeArrays() {
 		total += p.chunkEstimateLocked(a) * float64(a.perSlab)
@@ -477,7 +495,7 @@ func (p *planner) slabBytesLocked(g *lockGroup) float64 {
 
 // chunkEstimateLocked is an array's average object size: observed, or the
 // group's, or a decoded upper bound.
-func (p *planner) chunkEstimateLocked(a *arrayInfo) float64 {
+func (p *Planner) chunkEstimateLocked(a *arrayInfo) float64 {
 	if avg := a.avgSize(); avg > 0 {
 		return avg
 	}
@@ -492,7 +510,7 @@ func (p *planner) chunkEstimateLocked(a *arrayInfo) float64 {
 }
 
 // fitsLocked says whether g's active arrays fit the fill's share of the cache.
-func (p *planner) fitsLocked(g *lockGroup) bool {
+func (p *Planner) fitsLocked(g *lockGroup) bool {
 	var total float64
 	for _, a := range g.activeArrays() {
 		total += p.arrayBytesLocked(a)
@@ -502,7 +520,7 @@ func (p *planner) fitsLocked(g *lockGroup) bool {
 
 // arrayBytesLocked is the bytes of all of a's chunks: exact from the
 // manifest, else the observed average times the number of chunks.
-func (p *planner) arrayBytesLocked(a *arrayInfo) float64 {
+func (p *Planner) arrayBytesLocked(a *arrayInfo) float64 {
 	if m := p.manifest.Load(); m != nil {
 		if a.manifestTotal < 0 {
 			a.manifestTotal = manifestBytes(m, a.node.Path)
@@ -556,7 +574,7 @@ func itemSize(dtype string) int64 {
 
 // askSlab asks the cache for every chunk of slab s of arrays at class,
 // except skip (the chunk the reader is asking for itself).
-func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip string) {
+func (p *Planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip string) {
 	for _, a := range arrays {
 		if s >= a.grid[0] {
 			continue
@@ -578,7 +596,7 @@ func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip 
 
 // ask asks the cache for key (of about est bytes) at class; with a
 // manifest, only keys that exist, at their version and size.
-func (p *planner) ask(key string, est int64, class cache.Class) {
+func (p *Planner) ask(key string, est int64, class cache.Class) {
 	w, ok := p.want(key, est)
 	if !ok {
 		return // a fill_value chunk: nothing stored
@@ -597,7 +615,7 @@ func (p *planner) ask(key string, est int64, class cache.Class) {
 
 // want describes key for the cache: from the manifest when there is one
 // (false if it lists no such key), else with the estimated size.
-func (p *planner) want(key string, est int64) (cache.Want, bool) {
+func (p *Planner) want(key string, est int64) (cache.Want, bool) {
 	m := p.manifest.Load()
 	if m == nil {
 		return cache.Want{Key: key, Size: est}, true
@@ -631,7 +649,7 @@ func forSlabChunks(a *arrayInfo, s int64, fn func([]int64) bool) {
 
 // startFill starts the background fill of g's active arrays: every chunk,
 // slab by slab, lowest first.
-func (p *planner) startFill(g *lockGroup, arrays []*arrayInfo) {
+func (p *Planner) startFill(g *lockGroup, arrays []*arrayInfo) {
 	next := p.slabFeed(arrays, 0, g.nslabs)
 	h := p.sink.StartFeed(next)
 	p.mu.Lock()
@@ -649,7 +667,7 @@ func (p *planner) startFill(g *lockGroup, arrays []*arrayInfo) {
 // by slab, leaving out arrays the reader stopped reading; with a manifest it
 // skips keys that do not exist. It is called by the cache's dispatcher only,
 // which holds no lock of its own then.
-func (p *planner) slabFeed(arrays []*arrayInfo, lo, hi int64) func() (cache.Want, bool) {
+func (p *Planner) slabFeed(arrays []*arrayInfo, lo, hi int64) func() (cache.Want, bool) {
 	s := lo
 	ai := 0
 	var est int64
@@ -688,10 +706,10 @@ func (p *planner) slabFeed(arrays []*arrayInfo, lo, hi int64) func() (cache.Want
 	}
 }
 
-// warmSmallArrays asks for every chunk of the store's small arrays
+// WarmSmallArrays asks for every chunk of the store's small arrays
 // (coordinate variables that xarray reads whole when it opens a Dataset),
 // at most smallWarmMax of them.
-func (p *planner) warmSmallArrays() {
+func (p *Planner) WarmSmallArrays() {
 	if p == nil {
 		return
 	}
@@ -727,14 +745,14 @@ func (p *planner) warmSmallArrays() {
 	}
 }
 
-// close stops the fills.
-func (p *planner) close() {
+// Close stops the fills.
+func (p *Planner) Close() {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	p.closed = true
-	var fills []feedHandle
+	var fills []FeedHandle
 	for _, g := range p.groups {
 		if g.fill != nil {
 			fills = append(fills, g.fill)
@@ -748,11 +766,29 @@ func (p *planner) close() {
 }
 
 // Stats returns the planner's counters.
-func (p *planner) Stats() PlannerStats {
+func (p *Planner) Stats() Stats {
 	if p == nil {
-		return PlannerStats{}
+		return Stats{}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stats
+}
+
+// ChunkEstimate is the planner's estimate of an object of arr (observed
+// average, or the decoded size of a chunk); without a planner, the decoded
+// size.
+func (p *Planner) ChunkEstimate(arr *zarr.Node) float64 {
+	if p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if a := p.arrays[arr]; a != nil {
+			return p.chunkEstimateLocked(a)
+		}
+	}
+	n := float64(itemSize(arr.Array.DataType))
+	for _, c := range arr.Array.ChunkShape {
+		n *= float64(c)
+	}
+	return n
 }

@@ -1,4 +1,4 @@
-package fusefs
+package store
 
 import (
 	"context"
@@ -17,48 +17,6 @@ import (
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
-// Origin is what discovery and the file system need from the remote store.
-// *remote.Client satisfies it.
-type Origin interface {
-	Get(ctx context.Context, key string, maxBytes int64) ([]byte, remote.Object, error)
-	List(ctx context.Context, dir string) ([]remote.DirEntry, error)
-	// Manifest returns every key with size and version, or an error wrapping
-	// remote.ErrNoManifest when the origin is not `zarrfs serve`.
-	Manifest(ctx context.Context) (*remote.Manifest, error)
-	// RefreshManifest revalidates prev: changed is false (after a 304) when
-	// the store is unchanged.
-	RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (m *remote.Manifest, changed bool, err error)
-}
-
-// maxMetaBytes bounds one metadata document held in memory. Consolidated
-// metadata of very large hierarchies can reach tens of MB; nothing legitimate
-// comes near this.
-const maxMetaBytes = 256 << 20
-
-// crawlParallelism bounds the metadata requests in flight while walking a
-// store through its directory index.
-const crawlParallelism = 16
-
-// ErrNotZarr means the URL has none of the documents that make a zarr store root.
-var ErrNotZarr = errors.New("not a zarr store")
-
-// ErrNoStructure means the store is zarr but its tree cannot be learnt:
-// it has no consolidated metadata and the origin lists no directories.
-var ErrNoStructure = errors.New("store structure unknown")
-
-// Store is what discovery learnt about a store: its tree, the metadata
-// documents already fetched on the way (keyed by store-relative key), how
-// the tree was found, and the origin's manifest when it serves one.
-type Store struct {
-	Tree   *zarr.Tree
-	Docs   map[string][]byte
-	Format int    // 2 or 3
-	Source string // "manifest", "consolidated .zmetadata", "consolidated zarr.json" or "directory index"
-	// Manifest, when non-nil, is authoritative for which keys exist and
-	// their sizes and versions.
-	Manifest *remote.Manifest
-}
-
 // Discover learns the tree of the store at the origin's root: from consolidated
 // metadata when the store has it, else by walking the origin's directory index
 // and requesting each node's metadata documents by name (nginx's autoindex
@@ -74,7 +32,7 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 		return nil, err
 	}
 	get := func(key string) ([]byte, bool, error) {
-		data, _, err := o.Get(ctx, key, maxMetaBytes)
+		data, _, err := o.Get(ctx, key, MaxMetaBytes)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, false, nil
 		}
@@ -167,7 +125,7 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 // plus .zattrs when the origin has it.
 func probeAttrs(ctx context.Context, o Origin, s *Store, dir, found string) ([]string, error) {
 	key := path.Join(dir, ".zattrs")
-	data, _, err := o.Get(ctx, key, maxMetaBytes)
+	data, _, err := o.Get(ctx, key, MaxMetaBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []string{found}, nil
 	}
@@ -191,7 +149,7 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 
 	get := func(key string) ([]byte, bool, error) {
 		acquire()
-		data, _, err := o.Get(ctx, key, maxMetaBytes)
+		data, _, err := o.Get(ctx, key, MaxMetaBytes)
 		release()
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, false, nil
@@ -366,7 +324,7 @@ func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.M
 		reused = reused && sameVersion(prev, s.Manifest, key)
 		g.Go(func() error {
 			if !reused {
-				fetched, _, err := o.Get(gctx, key, maxMetaBytes)
+				fetched, _, err := o.Get(gctx, key, MaxMetaBytes)
 				if err != nil {
 					return fmt.Errorf("fetch %s: %w", key, err)
 				}

@@ -1,4 +1,4 @@
-package fusefs
+package vfs
 
 // Live refresh: the store's root metadata (or manifest) is revalidated now
 // and then; when it changed, the new version replaces the old in one atomic
@@ -9,20 +9,14 @@ package fusefs
 // never the other way round.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path"
-	"reflect"
-	"sort"
 	"time"
 
-	"bazil.org/fuse"
-	fusefs "bazil.org/fuse/fs"
-
 	"github.com/zarrfs/zarrfs/remote"
-	"github.com/zarrfs/zarrfs/zarr"
+	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
 // RefreshReport says what a refresh found.
@@ -38,9 +32,33 @@ type RefreshReport struct {
 	Error        string    `json:"error,omitempty"`
 }
 
-// invalidator is what refresh needs of the FUSE server (fs.Server).
-type invalidator interface {
-	InvalidateEntry(parent fusefs.Node, name string) error
+// Invalidator is what refresh needs of the kernel: to forget the entry
+// name of directory parent. It returns an error wrapping ErrNotCached when
+// the kernel does not hold that entry. It is never called from inside a
+// request on parent, as kernel notifications from inside one can deadlock.
+type Invalidator interface {
+	InvalidateEntry(parent *Dir, name string) error
+}
+
+// Refresh revalidates the store on the origin now and switches to its new
+// version if it changed. An error (origin unreachable, store gone) leaves
+// the file system serving the version it has.
+func (f *FS) Refresh(ctx context.Context) (RefreshReport, error) {
+	rep, err := f.refresh(ctx)
+	f.lastMu.Lock()
+	f.lastRefresh = &rep
+	f.lastMu.Unlock()
+	if err != nil {
+		f.log.Warn("refresh failed; still serving the last version of the store", "err", err)
+	}
+	return rep, err
+}
+
+// LastRefresh is the report of the last refresh, nil before the first.
+func (f *FS) LastRefresh() *RefreshReport {
+	f.lastMu.Lock()
+	defer f.lastMu.Unlock()
+	return f.lastRefresh
 }
 
 // refresh revalidates the store and, when it changed, switches to the new
@@ -64,13 +82,13 @@ func (f *FS) refresh(ctx context.Context) (rep RefreshReport, err error) {
 	}
 	rep.Changed = true
 	rep.ChangedKeys = len(changedKeys)
-	rep.NodesAdded, rep.NodesRemoved, rep.NodesChanged = diffTrees(old.Tree, next.Tree)
+	rep.NodesAdded, rep.NodesRemoved, rep.NodesChanged = store.DiffTrees(old.Tree, next.Tree)
 
 	f.view.Store(&view{Store: next})
 	if next.Manifest == nil {
 		// Without versions per key any cached chunk may have changed: each
 		// is revalidated when next opened (a 304 costs no transfer).
-		f.chunks.MarkStale()
+		f.cache.MarkStale()
 		f.ranged.forget()
 	}
 	f.listings.Purge()
@@ -83,7 +101,7 @@ func (f *FS) refresh(ctx context.Context) (rep RefreshReport, err error) {
 
 // revalidate returns the store's new version and the keys that changed, or
 // nil when nothing changed.
-func (f *FS) revalidate(ctx context.Context, old *view) (*Store, []string, error) {
+func (f *FS) revalidate(ctx context.Context, old *view) (*store.Store, []string, error) {
 	if old.Manifest != nil {
 		m, changed, err := f.origin.RefreshManifest(ctx, old.Manifest, "")
 		if errors.Is(err, remote.ErrNoManifest) {
@@ -95,25 +113,19 @@ func (f *FS) revalidate(ctx context.Context, old *view) (*Store, []string, error
 		if !changed {
 			return nil, nil, nil
 		}
-		next := &Store{Docs: map[string][]byte{}, Manifest: m}
-		old.docsMu.Lock()
-		reuse := make(map[string][]byte, len(old.Docs))
-		for k, v := range old.Docs {
-			reuse[k] = v
-		}
-		old.docsMu.Unlock()
-		if err := fromManifestReusing(ctx, f.origin, next, old.Manifest, reuse); err != nil {
+		next, err := store.FromManifest(ctx, f.origin, m, old.Manifest, old.docs())
+		if err != nil {
 			return nil, nil, fmt.Errorf("read the changed store: %w", err)
 		}
-		keys := diffManifests(old.Manifest, m)
+		keys := store.DiffManifests(old.Manifest, m)
 		if len(keys) == 0 {
 			return nil, nil, nil
 		}
 		return next, keys, nil
 	}
 
-	next, err := Discover(ctx, f.origin)
-	if errors.Is(err, ErrNotZarr) {
+	next, err := store.Discover(ctx, f.origin)
+	if errors.Is(err, store.ErrNotZarr) {
 		return nil, nil, fmt.Errorf("the store is gone from the origin (deleted or moved?); serving the last version: %w", err)
 	}
 	if err != nil {
@@ -123,77 +135,10 @@ func (f *FS) revalidate(ctx context.Context, old *view) (*Store, []string, error
 		// The origin gained a manifest: everything may differ.
 		return next, nil, nil
 	}
-	if sameDocs(old, next) && reflect.DeepEqual(treeShape(old.Tree), treeShape(next.Tree)) {
+	if store.SameDocs(old.docs(), next.Docs) && store.SameShape(old.Tree, next.Tree) {
 		return nil, nil, nil
 	}
 	return next, nil, nil
-}
-
-// sameDocs compares the documents both versions fetched.
-func sameDocs(old *view, next *Store) bool {
-	old.docsMu.Lock()
-	defer old.docsMu.Unlock()
-	for k, v := range next.Docs {
-		if w, ok := old.Docs[k]; ok && !bytes.Equal(v, w) {
-			return false
-		}
-	}
-	return true
-}
-
-// diffManifests lists the keys added, removed or given a new version.
-func diffManifests(old, next *remote.Manifest) []string {
-	var keys []string
-	next.Keys(func(k string, size int64, version string) bool {
-		if s, v, ok := old.Lookup(k); !ok || s != size || v != version {
-			keys = append(keys, k)
-		}
-		return true
-	})
-	old.Keys(func(k string, _ int64, _ string) bool {
-		if _, _, ok := next.Lookup(k); !ok {
-			keys = append(keys, k)
-		}
-		return true
-	})
-	return keys
-}
-
-// nodeShape is what makes a node the same across versions.
-type nodeShape struct {
-	Kind  zarr.Kind
-	Array *zarr.Array
-}
-
-func treeShape(t *zarr.Tree) map[string]nodeShape {
-	out := map[string]nodeShape{}
-	_ = t.Walk(func(n *zarr.Node) error {
-		out[n.Path] = nodeShape{Kind: n.Kind, Array: n.Array}
-		return nil
-	})
-	return out
-}
-
-// diffTrees lists the node paths added, removed and changed (kind or array
-// metadata), each sorted.
-func diffTrees(old, next *zarr.Tree) (added, removed, changed []string) {
-	a, b := treeShape(old), treeShape(next)
-	for p, s := range b {
-		if o, ok := a[p]; !ok {
-			added = append(added, p)
-		} else if !reflect.DeepEqual(o, s) {
-			changed = append(changed, p)
-		}
-	}
-	for p := range a {
-		if _, ok := b[p]; !ok {
-			removed = append(removed, p)
-		}
-	}
-	sort.Strings(added)
-	sort.Strings(removed)
-	sort.Strings(changed)
-	return added, removed, changed
 }
 
 // invalidate makes the kernel forget what changed: the entries of changed
@@ -201,7 +146,7 @@ func diffTrees(old, next *zarr.Tree) (added, removed, changed []string) {
 // per-key versions) and of removed or changed nodes. Open files keep
 // reading the version they opened. It runs outside any FUSE handler, as
 // kernel notifications from inside one can deadlock.
-func (f *FS) invalidate(old *view, next *Store, changedKeys, removed, changed []string) int {
+func (f *FS) invalidate(old *view, next *store.Store, changedKeys, removed, changed []string) int {
 	var stale []string
 	f.filesMu.Lock()
 	if next.Manifest != nil && old.Manifest != nil {
@@ -228,14 +173,14 @@ func (f *FS) invalidate(old *view, next *Store, changedKeys, removed, changed []
 		}
 		dir, name := path.Split(p)
 		parent, ok := f.knownDir(path.Clean("/" + dir)[1:])
-		if !ok || f.server == nil {
+		if !ok || f.invalidator == nil {
 			continue // the kernel never looked inside it
 		}
-		err := f.server.InvalidateEntry(parent, name)
+		err := f.invalidator.InvalidateEntry(parent, name)
 		switch {
 		case err == nil:
 			n++
-		case errors.Is(err, fuse.ErrNotCached):
+		case errors.Is(err, ErrNotCached):
 		default:
 			f.log.Warn("kernel entry invalidation failed", "path", p, "err", err)
 		}

@@ -1,4 +1,4 @@
-package fusefs
+package store_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
 // TestDiscoverFromManifest serves each fixture store with the real
@@ -15,9 +16,9 @@ import (
 // must come from the manifest alone (no listing, no consolidated metadata
 // needed) and match the directories on disk.
 func TestDiscoverFromManifest(t *testing.T) {
-	for _, store := range []string{"zarr-python-2.13/fixture", "zarrita/v2/data.zarr", "zarrita/v3/data.zarr"} {
-		t.Run(store, func(t *testing.T) {
-			root := filepath.Join(fixtures, store)
+	for _, storeDir := range []string{"zarr-python-2.13/fixture", "zarrita/v2/data.zarr", "zarrita/v3/data.zarr"} {
+		t.Run(storeDir, func(t *testing.T) {
+			root := filepath.Join(fixtures, storeDir)
 			srv, err := remote.NewServer(remote.ServerConfig{Dir: root, NoAuth: true})
 			if err != nil {
 				t.Fatal(err)
@@ -32,7 +33,7 @@ func TestDiscoverFromManifest(t *testing.T) {
 			t.Cleanup(c.Close)
 			o := &noListing{Client: c}
 
-			s, err := Discover(context.Background(), o)
+			s, err := store.Discover(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}

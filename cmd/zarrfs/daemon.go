@@ -1,0 +1,220 @@
+package main
+
+// The composition root of a mount: the origin, the cache, the file system
+// core, the readahead planner and the FUSE adapter are built here from the
+// command line's options, each handed its collaborators explicitly, and
+// torn down here in the reverse order.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/fusefs"
+	"github.com/zarrfs/zarrfs/readahead"
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs"
+	"github.com/zarrfs/zarrfs/vfs/store"
+)
+
+// mountConfig is everything a mount needs.
+type mountConfig struct {
+	URL        string
+	Mountpoint string
+	Remote     remote.Options
+	// CacheDir, CacheBytes and CacheFree place and bound the chunk cache:
+	// at most CacheBytes of entries, and at least CacheFree left free on
+	// its file system.
+	CacheDir   string
+	CacheBytes int64
+	CacheFree  int64
+	AllowOther bool
+	// AttrValid is how long the kernel may cache names and attributes.
+	// Data under one version never changes, so this can be long.
+	AttrValid time.Duration
+	// RefreshEvery is how often the store is revalidated on the origin;
+	// 0 never (refresh on demand only).
+	RefreshEvery time.Duration
+	// ControlSocket, when set, is published on the mount root as
+	// fusefs.ControlXattr so that commands can find the daemon.
+	ControlSocket string
+	// NoPrefetch turns the readahead planner off: only what readers ask
+	// for is fetched (explicit prefetch still works).
+	NoPrefetch bool
+	Logger     *slog.Logger
+}
+
+// session is a live mount.
+type session struct {
+	cfg     mountConfig
+	origin  remote.Origin
+	cache   *cache.Cache
+	fs      *vfs.FS
+	planner *readahead.Planner // nil with NoPrefetch
+	mount   *fusefs.Mount
+	started time.Time
+	stop    context.CancelFunc // ends the refresh loop
+}
+
+// mountStore discovers the store, mounts it and starts serving. It returns
+// once the mount is live: reads of the mountpoint are answered from then on.
+func mountStore(ctx context.Context, cfg mountConfig) (m *session, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.AttrValid <= 0 {
+		cfg.AttrValid = time.Hour
+	}
+	if err := fusefs.CheckMountpoint(cfg.Mountpoint); err != nil {
+		return nil, err
+	}
+	if err := fusefs.CheckFusermount(); err != nil {
+		return nil, err
+	}
+	origin, err := remote.Open(cfg.URL, cfg.Remote)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			origin.Close()
+		}
+	}()
+	st, err := store.Discover(ctx, origin)
+	if err != nil {
+		return nil, fmt.Errorf("read store metadata at %s: %w", cfg.URL, err)
+	}
+	cfg.Logger.Info("store discovered", "url", cfg.URL, "format", st.Format, "from", st.Source)
+
+	c, err := cache.New(cache.Options{
+		Dir:          cfg.CacheDir,
+		MaxBytes:     cfg.CacheBytes,
+		MinFreeBytes: cfg.CacheFree,
+		Namespace:    cfg.URL,
+		Logger:       cfg.Logger,
+	}, vfs.OriginSource{Origin: origin})
+	if err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+
+	fsys := vfs.New(st, origin, c, vfs.Options{Logger: cfg.Logger, AttrValid: cfg.AttrValid})
+	defer func() {
+		if err != nil {
+			fsys.Close()
+		}
+	}()
+	var planner *readahead.Planner
+	if !cfg.NoPrefetch {
+		planner = readahead.New(st, fsys.PrefetchSink(), cfg.CacheBytes, cfg.Logger)
+		fsys.UsePlanner(planner)
+	}
+	mnt, err := fusefs.Serve(cfg.Mountpoint, fsys, fusefs.MountOptions{
+		FSName:     cfg.URL,
+		AllowOther: cfg.AllowOther,
+		Options:    fusefs.Options{ControlSocket: cfg.ControlSocket, Logger: cfg.Logger},
+	})
+	if err != nil {
+		planner.Close()
+		return nil, err
+	}
+	loopCtx, stop := context.WithCancel(context.Background())
+	m = &session{cfg: cfg, origin: origin, cache: c, fs: fsys, planner: planner, mount: mnt, started: time.Now(), stop: stop}
+	planner.WarmSmallArrays()
+	if cfg.RefreshEvery > 0 {
+		go m.refreshLoop(loopCtx, cfg.RefreshEvery)
+	}
+	return m, nil
+}
+
+// Refresh revalidates the store on the origin now; see vfs.FS.Refresh.
+func (m *session) Refresh(ctx context.Context) (vfs.RefreshReport, error) {
+	return m.fs.Refresh(ctx)
+}
+
+func (m *session) refreshLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, every+m.cfg.Remote.RetryDeadline)
+			_, _ = m.Refresh(rctx)
+			cancel()
+		}
+	}
+}
+
+// Prefetch, PrefetchStatus and CancelPrefetch run explicit prefetches; see
+// vfs.FS.
+func (m *session) Prefetch(targets []vfs.PrefetchTarget) (vfs.PrefetchProgress, error) {
+	return m.fs.Prefetch(targets)
+}
+
+func (m *session) PrefetchStatus(id int) (vfs.PrefetchProgress, bool) { return m.fs.PrefetchStatus(id) }
+
+func (m *session) CancelPrefetch(id int) bool { return m.fs.CancelPrefetch(id) }
+
+// mountStats is a snapshot of a mount's state and counters, for
+// `zarrfs stats` and the metrics endpoint.
+type mountStats struct {
+	URL         string             `json:"url"`
+	Mountpoint  string             `json:"mountpoint"`
+	Format      int                `json:"zarr_format"`
+	Source      string             `json:"tree_from"`
+	Started     time.Time          `json:"started"`
+	CacheDir    string             `json:"cache_dir"`
+	CacheBytes  int64              `json:"cache_budget_bytes"`
+	Cache       cache.Stats        `json:"cache"`
+	Remote      remote.Stats       `json:"remote"` // traffic with the origin
+	Prefetch    vfs.PrefetchStats  `json:"prefetch"`
+	Ranged      vfs.RangedStats    `json:"ranged"` // shards and big objects read by blocks
+	LastRefresh *vfs.RefreshReport `json:"last_refresh,omitempty"`
+}
+
+// Stats returns a snapshot of the mount's counters.
+func (m *session) Stats() mountStats {
+	st := m.fs.Store()
+	return mountStats{
+		LastRefresh: m.fs.LastRefresh(),
+		URL:         m.cfg.URL,
+		Mountpoint:  m.cfg.Mountpoint,
+		Format:      st.Format,
+		Source:      st.Source,
+		Started:     m.started,
+		CacheDir:    m.cfg.CacheDir,
+		CacheBytes:  m.cfg.CacheBytes,
+		Cache:       m.cache.Stats(),
+		Remote:      m.origin.Stats(),
+		Prefetch:    m.fs.PrefetchStats(),
+		Ranged:      m.fs.RangedStats(),
+	}
+}
+
+// Wait blocks until the file system is unmounted (by Unmount, by
+// `zarrfs unmount` or fusermount3 from elsewhere), then releases resources.
+func (m *session) Wait() error {
+	err := m.mount.Wait()
+	m.release()
+	return err
+}
+
+func (m *session) release() {
+	m.stop()
+	m.planner.Close()
+	m.fs.Close()
+	_ = m.cache.Close()
+	m.origin.Close()
+}
+
+// Unmount asks the kernel to detach the mount; see fusefs.Mount.Unmount.
+func (m *session) Unmount(lazy bool) error { return m.mount.Unmount(lazy) }

@@ -1,0 +1,222 @@
+// Package storetest holds the test fixtures shared by the packages of the
+// file system core and its adapter: a directory served as a static origin,
+// a generated sharded store, and a store of arrays for readahead tests. It
+// is imported by tests only.
+package storetest
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/blocks"
+	"github.com/zarrfs/zarrfs/vfs/store"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+// DirOrigin serves a directory the way a static HTTP server would: files by
+// key, and optionally a directory index that may hide dotfiles like nginx's.
+type DirOrigin struct {
+	Root        string
+	Listing     bool
+	HideDots    bool
+	Status      map[string]error // key -> error to answer instead
+	Gets, Lists atomic.Int64
+}
+
+func (o *DirOrigin) Get(ctx context.Context, key string, max int64) ([]byte, remote.Object, error) {
+	o.Gets.Add(1)
+	if err, ok := o.Status[key]; ok {
+		return nil, remote.Object{}, err
+	}
+	data, err := os.ReadFile(filepath.Join(o.Root, filepath.FromSlash(key)))
+	if err != nil {
+		// Missing, or a directory read as a file: a server answers 404.
+		return nil, remote.Object{}, fmt.Errorf("GET %s: %w", key, remote.ErrNotFound)
+	}
+	return data, remote.Object{Size: int64(len(data))}, nil
+}
+
+func (o *DirOrigin) Manifest(ctx context.Context) (*remote.Manifest, error) {
+	return nil, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
+}
+
+func (o *DirOrigin) RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (*remote.Manifest, bool, error) {
+	return nil, false, fmt.Errorf("GET .zarrfs/manifest: %w", remote.ErrNoManifest)
+}
+
+func (o *DirOrigin) List(ctx context.Context, dir string) ([]remote.DirEntry, error) {
+	o.Lists.Add(1)
+	if !o.Listing {
+		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNoListing)
+	}
+	entries, err := os.ReadDir(filepath.Join(o.Root, filepath.FromSlash(dir)))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, remote.ErrNotFound)
+	}
+	var out []remote.DirEntry
+	for _, e := range entries {
+		if o.HideDots && strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		out = append(out, remote.DirEntry{Name: e.Name(), IsDir: e.IsDir()})
+	}
+	return out, nil
+}
+
+// PlanStore is a group with x (slabs×3×32×32 uint8, one chunk per slab), y
+// (slabs int64, chunk 10 rows) and z (2-d, 4 chunks per slab), v2 "."
+// keys, and a small coordinate array.
+func PlanStore(t *testing.T, slabs int64) *store.Store {
+	t.Helper()
+	tree := zarr.NewTree()
+	add := func(p string, shape, chunks []int64, dtype string) {
+		arr := &zarr.Array{ZarrFormat: 2, Shape: shape, ChunkShape: chunks, DataType: dtype, KeyEncoding: zarr.KeyEncoding{Separator: "."}}
+		if _, err := tree.Add(p, zarr.KindArray, arr, ".zarray"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("g/x", []int64{slabs * 10, 3, 32, 32}, []int64{10, 3, 32, 32}, "|u1")
+	add("g/y", []int64{slabs * 10}, []int64{10}, "<i8")
+	add("z", []int64{slabs * 10, 40}, []int64{10, 10}, "<f4")
+	add("g/lat", []int64{64}, []int64{64}, "<f4")
+	return &store.Store{Tree: tree, Format: 2}
+}
+
+// The v3 store GenShardStore writes: one int32 array
+// "big" of shape [2048, 1024] in shards of [1024, 1024] holding inner
+// chunks of [256, 256] (256 KiB each, 16 per shard, written in a shuffled
+// order, one left empty), an index with crc32c at the end; and a plain
+// array "plain" whose single chunk is blocks.BigObjectBytes+3 bytes.
+const (
+	ShardInner      = 256
+	ShardSide       = 1024
+	InnerChunkBytes = ShardInner * ShardInner * 4
+)
+
+func ShardArrayMeta() map[string]any {
+	return map[string]any{
+		"zarr_format": 3, "node_type": "array", "shape": []int{2 * ShardSide, ShardSide}, "data_type": "int32",
+		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{ShardSide, ShardSide}}},
+		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
+		"fill_value":         0, "attributes": map[string]any{},
+		"codecs": []any{map[string]any{"name": "sharding_indexed", "configuration": map[string]any{
+			"chunk_shape":    []int{ShardInner, ShardInner},
+			"codecs":         []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}},
+			"index_codecs":   []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}, map[string]any{"name": "crc32c"}},
+			"index_location": "end",
+		}}},
+	}
+}
+
+func PlainArrayMeta() map[string]any {
+	n := blocks.BigObjectBytes + 3
+	return map[string]any{
+		"zarr_format": 3, "node_type": "array", "shape": []int{n}, "data_type": "uint8",
+		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{n}}},
+		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
+		"fill_value":         0, "attributes": map[string]any{},
+		"codecs": []any{map[string]any{"name": "bytes"}},
+	}
+}
+
+func WriteJSON(t *testing.T, p string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// GenShardStore writes the store of shardStore under a new directory.
+func GenShardStore(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	WriteJSON(t, filepath.Join(dir, "zarr.json"), map[string]any{
+		"zarr_format": 3, "node_type": "group", "attributes": map[string]any{},
+		"consolidated_metadata": map[string]any{"kind": "inline", "must_understand": false,
+			"metadata": map[string]any{"big": ShardArrayMeta(), "plain": PlainArrayMeta()}},
+	})
+	WriteJSON(t, filepath.Join(dir, "big", "zarr.json"), ShardArrayMeta())
+	WriteJSON(t, filepath.Join(dir, "plain", "zarr.json"), PlainArrayMeta())
+	rng := rand.New(rand.NewPCG(1, 2))
+	const perShard = (ShardSide / ShardInner) * (ShardSide / ShardInner)
+	for s := range 2 {
+		var data []byte
+		index := make([]byte, perShard*16)
+		for _, i := range rng.Perm(perShard) {
+			if s == 1 && i == 5 {
+				binary.LittleEndian.PutUint64(index[16*i:], math.MaxUint64)
+				binary.LittleEndian.PutUint64(index[16*i+8:], math.MaxUint64)
+				continue
+			}
+			chunk := make([]byte, InnerChunkBytes)
+			for k := range chunk {
+				chunk[k] = byte(rng.UintN(256))
+			}
+			binary.LittleEndian.PutUint64(index[16*i:], uint64(len(data)))
+			binary.LittleEndian.PutUint64(index[16*i+8:], uint64(len(chunk)))
+			data = append(data, chunk...)
+		}
+		index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
+		p := filepath.Join(dir, "big", "c", fmt.Sprint(s), "0")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, append(data, index...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain := make([]byte, blocks.BigObjectBytes+3)
+	for k := range plain {
+		plain[k] = byte(k * 7)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "plain", "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain", "c", "0"), plain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// InnerChunkRanges reads a shard's index from disk.
+func InnerChunkRanges(t *testing.T, data []byte) []zarr.ChunkRange {
+	t.Helper()
+	_, arr, err := zarr.ParseV3Node(MustJSON(t, ShardArrayMeta()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := arr.Shard.IndexSize(arr)
+	ranges, err := zarr.ParseShardIndex(data[int64(len(data))-n:], arr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ranges
+}
+
+// MustJSON marshals v.
+func MustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
