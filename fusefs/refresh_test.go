@@ -46,17 +46,13 @@ func testStore(t *testing.T) string {
 	dir := t.TempDir()
 	writeStore(t, dir, map[string]string{
 		".zgroup":   `{"zarr_format": 2}`,
-		"a/.zarray": zarrayDoc(4),
+		"a/.zarray": storetest.ZarrayDoc(4),
 		"a/.zattrs": `{"units": "K"}`,
 		"a/0":       "a0", "a/1": "a1", "a/2": "a2", "a/3": "a3",
-		"b/.zarray": zarrayDoc(2),
+		"b/.zarray": storetest.ZarrayDoc(2),
 		"b/0":       "b0", "b/1": "b1",
 	})
 	return dir
-}
-
-func zarrayDoc(n int) string {
-	return fmt.Sprintf(`{"zarr_format": 2, "shape": [%d], "chunks": [1], "dtype": "|u1", "compressor": null, "fill_value": 0, "order": "C", "filters": null}`, n)
 }
 
 // writeStore writes (or, for "" values, removes) keys and then rewrites
@@ -72,7 +68,7 @@ func writeStore(t *testing.T, dir string, files map[string]string) {
 			}
 			continue
 		}
-		writeReplacing(t, p, data)
+		storetest.WriteReplacing(t, p, data)
 	}
 	meta := map[string]json.RawMessage{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -91,21 +87,7 @@ func writeStore(t *testing.T, dir string, files map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeReplacing(t, filepath.Join(dir, ".zmetadata"), string(doc))
-}
-
-func writeReplacing(t *testing.T, p, data string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		t.Fatal(err)
-	}
+	storetest.WriteReplacing(t, filepath.Join(dir, ".zmetadata"), string(doc))
 }
 
 // testOrigin is an Origin over a store directory: a real client of the
@@ -452,7 +434,7 @@ func TestRefreshChanged(t *testing.T) {
 		{
 			name:            "manifest: unknown chunk rewritten, array added",
 			manifest:        true,
-			change:          map[string]string{"a/3": "A3", "c/.zarray": zarrayDoc(1), "c/0": "c0"},
+			change:          map[string]string{"a/3": "A3", "c/.zarray": storetest.ZarrayDoc(1), "c/0": "c0"},
 			wantInvalidated: nil, // the kernel knows none of them
 			wantKeys:        4,
 			wantAdded:       []string{"c"},
@@ -470,7 +452,7 @@ func TestRefreshChanged(t *testing.T) {
 		{
 			name:            "manifest: array reshaped",
 			manifest:        true,
-			change:          map[string]string{"a/.zarray": zarrayDoc(8)},
+			change:          map[string]string{"a/.zarray": storetest.ZarrayDoc(8)},
 			wantInvalidated: []string{"a", "a/.zarray"},
 			wantKeys:        2,
 			wantChanged:     []string{"a"},
@@ -487,7 +469,7 @@ func TestRefreshChanged(t *testing.T) {
 		{
 			name:            "static: array added",
 			manifest:        false,
-			change:          map[string]string{"c/.zarray": zarrayDoc(1), "c/0": "c0"},
+			change:          map[string]string{"c/.zarray": storetest.ZarrayDoc(1), "c/0": "c0"},
 			wantInvalidated: known,
 			wantAdded:       []string{"c"},
 			wantStale:       1,
@@ -495,7 +477,7 @@ func TestRefreshChanged(t *testing.T) {
 		{
 			name:            "static: array removed and another reshaped",
 			manifest:        false,
-			change:          map[string]string{"b/.zarray": "", "b/0": "", "b/1": "", "a/.zarray": zarrayDoc(8)},
+			change:          map[string]string{"b/.zarray": "", "b/0": "", "b/1": "", "a/.zarray": storetest.ZarrayDoc(8)},
 			wantInvalidated: append([]string{"a", "b"}, known...),
 			wantRemoved:     []string{"b"},
 			wantChanged:     []string{"a"},
@@ -734,116 +716,6 @@ func TestRefreshRacingLookup(t *testing.T) {
 			}
 			if got, want := tc.current(t, x, n); got != want {
 				t.Errorf("%s after the refresh serves %q, want %q: a lookup racing the refresh left the old version's node in place", tc.key, got, want)
-			}
-		})
-	}
-}
-
-// manifestOf writes files (key -> content, "" removes) into dir, serves it
-// with the `zarrfs serve` handler and returns its manifest. Files not named
-// keep their version.
-func manifestOf(t *testing.T, dir string, files map[string]string) *remote.Manifest {
-	t.Helper()
-	for k, v := range files {
-		p := filepath.Join(dir, filepath.FromSlash(k))
-		if v == "" {
-			_ = os.Remove(p)
-			continue
-		}
-		writeReplacing(t, p, v)
-	}
-	o := newTestOrigin(t, dir, true)
-	m, err := o.client.Manifest(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func TestDiffManifests(t *testing.T) {
-	base := map[string]string{".zgroup": `{"zarr_format": 2}`, "a/.zarray": "x", "a/0": "0", "a/1": "1", "b/0": "b"}
-	tests := []struct {
-		name   string
-		change map[string]string // "" removes
-		want   []string
-	}{
-		{"nothing", nil, nil},
-		{"rewritten, same size", map[string]string{"a/0": "9"}, []string{"a/0"}},
-		{"rewritten, new size", map[string]string{"a/1": "1234"}, []string{"a/1"}},
-		{"added", map[string]string{"a/2": "2", "c/.zarray": "y"}, []string{"a/2", "c/.zarray"}},
-		{"removed", map[string]string{"b/0": "", "a/1": ""}, []string{"a/1", "b/0"}},
-		{"all at once", map[string]string{"a/0": "9", "a/2": "2", "b/0": ""}, []string{"a/0", "a/2", "b/0"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			old := manifestOf(t, dir, base)
-			next := manifestOf(t, dir, tc.change)
-			got := store.DiffManifests(old, next)
-			sort.Strings(got)
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("diffManifests = %q, want %q", got, tc.want)
-			}
-			if back := store.DiffManifests(next, old); len(back) != len(tc.want) {
-				t.Errorf("the reverse diff has %d keys, want %d", len(back), len(tc.want))
-			}
-		})
-	}
-}
-
-func TestDiffTrees(t *testing.T) {
-	arr := func(n int) *zarr.Array {
-		a, err := zarr.ParseZArray([]byte(zarrayDoc(n)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	type node struct {
-		path string
-		kind zarr.Kind
-		size int // array length, for arrays
-	}
-	build := func(nodes []node) *zarr.Tree {
-		tr := zarr.NewTree()
-		if _, err := tr.Add("", zarr.KindGroup, nil, ".zgroup"); err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range nodes {
-			var a *zarr.Array
-			meta := ".zgroup"
-			if n.kind == zarr.KindArray {
-				a, meta = arr(n.size), ".zarray"
-			}
-			if _, err := tr.Add(n.path, n.kind, a, meta); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return tr
-	}
-	base := []node{{"g", zarr.KindGroup, 0}, {"g/x", zarr.KindArray, 4}, {"y", zarr.KindArray, 2}}
-	tests := []struct {
-		name                    string
-		next                    []node
-		added, removed, changed []string
-	}{
-		{"same", base, nil, nil, nil},
-		{"same shape, parsed again", []node{{"g", zarr.KindGroup, 0}, {"g/x", zarr.KindArray, 4}, {"y", zarr.KindArray, 2}}, nil, nil, nil},
-		{"array added", append(slices.Clone(base), node{"g/z", zarr.KindArray, 1}), []string{"g/z"}, nil, nil},
-		{"group removed with its array", []node{{"y", zarr.KindArray, 2}}, nil, []string{"g", "g/x"}, nil},
-		{"array reshaped", []node{{"g", zarr.KindGroup, 0}, {"g/x", zarr.KindArray, 8}, {"y", zarr.KindArray, 2}}, nil, nil, []string{"g/x"}},
-		{"group became an array", []node{{"g", zarr.KindArray, 3}, {"y", zarr.KindArray, 2}}, nil, []string{"g/x"}, []string{"g"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			added, removed, changed := store.DiffTrees(build(base), build(tc.next))
-			for _, c := range []struct {
-				what      string
-				got, want []string
-			}{{"added", added, tc.added}, {"removed", removed, tc.removed}, {"changed", changed, tc.changed}} {
-				if !slices.Equal(c.got, c.want) {
-					t.Errorf("%s: %q, want %q", c.what, c.got, c.want)
-				}
 			}
 		})
 	}

@@ -95,6 +95,8 @@ type FeedCache interface {
 	AddFeed(next func() (cache.Want, bool)) *cache.Feed
 }
 
+var _ FeedCache = (*cache.Cache)(nil)
+
 // CacheSink adapts the cache to Sink.
 type CacheSink struct{ Cache FeedCache }
 

@@ -53,6 +53,11 @@ type Cache interface {
 	MarkStale()
 }
 
+var (
+	_ Origin = remote.Origin(nil)
+	_ Cache  = (*cache.Cache)(nil)
+)
+
 // Options tune a file system.
 type Options struct {
 	Logger *slog.Logger

@@ -220,3 +220,24 @@ func MustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// ZarrayDoc is the .zarray of a v2 uint8 array of n elements, one per chunk.
+func ZarrayDoc(n int) string {
+	return fmt.Sprintf(`{"zarr_format": 2, "shape": [%d], "chunks": [1], "dtype": "|u1", "compressor": null, "fill_value": 0, "order": "C", "filters": null}`, n)
+}
+
+// WriteReplacing writes data to a new file renamed onto p, so that it gets
+// a new version (inode and mtime) like a real rewrite.
+func WriteReplacing(t *testing.T, p, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,6 +27,8 @@ type Origin interface {
 	RefreshManifest(ctx context.Context, prev *remote.Manifest, prefix string) (m *remote.Manifest, changed bool, err error)
 }
 
+var _ Origin = remote.Origin(nil)
+
 // MaxMetaBytes bounds one metadata document held in memory. Consolidated
 // metadata of very large hierarchies can reach tens of MB; nothing legitimate
 // comes near this.
