@@ -41,8 +41,8 @@ type FS struct {
 	server *fusefs.Server // set once serving starts
 }
 
-// New returns the adapter of core.
-func New(core *vfs.FS, opts Options) *FS {
+// newFS returns the adapter of core.
+func newFS(core *vfs.FS, opts Options) *FS {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -52,7 +52,7 @@ func Serve(mountpoint string, core *vfs.FS, opts MountOptions) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	fsys := New(core, opts.Options)
+	fsys := newFS(core, opts.Options)
 	srv := fusefs.New(conn, nil)
 	fsys.server = srv
 	core.SetInvalidator(fsys)

@@ -103,7 +103,7 @@ func newRangedFixture(t *testing.T, dir string, handler http.Handler) *rangedFix
 	t.Cleanup(func() { _ = c.Close() })
 	core := vfs.New(st, client, c, vfs.Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Hour})
 	t.Cleanup(core.Close)
-	f := New(core, Options{Logger: slog.New(slog.DiscardHandler)})
+	f := newFS(core, Options{Logger: slog.New(slog.DiscardHandler)})
 	return &rangedFixture{dir: dir, origin: counted, cache: c, core: core, fs: f}
 }
 

@@ -311,7 +311,7 @@ func newRefreshFixture(t *testing.T, manifest bool) *refreshFixture {
 	x.core = vfs.New(st, o, x.chunks, vfs.Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Hour})
 	t.Cleanup(x.core.Close)
 	x.core.SetInvalidator(x.kernel)
-	x.fs = New(x.core, Options{Logger: slog.New(slog.DiscardHandler)})
+	x.fs = newFS(x.core, Options{Logger: slog.New(slog.DiscardHandler)})
 	return x
 }
 
