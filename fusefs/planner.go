@@ -69,7 +69,7 @@ const (
 
 // prefetchSink is what the planner needs from the cache.
 type prefetchSink interface {
-	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 	StartFeed(next func() (cache.Want, bool)) feedHandle
 }
 
@@ -83,7 +83,7 @@ type feedHandle interface {
 // cacheSink adapts *cache.Cache to prefetchSink.
 type cacheSink struct{ c *cache.Cache }
 
-func (s cacheSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+func (s cacheSink) Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult {
 	return s.c.Prefetch(w, class)
 }
 
@@ -232,7 +232,7 @@ func (p *planner) buildLocked(store *Store) (stale []feedHandle) {
 // slabReq is a slab to ask for at a class.
 type slabReq struct {
 	slab  int64
-	class cache.Class
+	class cache.Priority
 }
 
 // access notes a lookup or open of the chunk at coords of arr (key as the
@@ -280,7 +280,7 @@ func (p *planner) access(store *Store, arr *zarr.Node, coords []int64, key strin
 		cancelFill.Cancel()
 	}
 	// Lockstep: the rest of this slab, every active array.
-	p.askSlab(active, s, cache.ClassLockstep, key)
+	p.askSlab(active, s, cache.PriorityUrgent, key)
 	for _, r := range reqs {
 		p.askSlab(active, r.slab, r.class, "")
 	}
@@ -460,7 +460,7 @@ func (p *planner) runAhead(g *lockGroup, st *stream) []slabReq {
 		if s < 0 || s >= g.nslabs {
 			break
 		}
-		reqs = append(reqs, slabReq{slab: s, class: cache.ClassRun})
+		reqs = append(reqs, slabReq{slab: s, class: cache.PriorityHigh})
 		st.issued = s
 	}
 	return reqs
@@ -556,7 +556,7 @@ func itemSize(dtype string) int64 {
 
 // askSlab asks the cache for every chunk of slab s of arrays at class,
 // except skip (the chunk the reader is asking for itself).
-func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip string) {
+func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Priority, skip string) {
 	for _, a := range arrays {
 		if s >= a.grid[0] {
 			continue
@@ -578,7 +578,7 @@ func (p *planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip 
 
 // ask asks the cache for key (of about est bytes) at class; with a
 // manifest, only keys that exist, at their version and size.
-func (p *planner) ask(key string, est int64, class cache.Class) {
+func (p *planner) ask(key string, est int64, class cache.Priority) {
 	w, ok := p.want(key, est)
 	if !ok {
 		return // a fill_value chunk: nothing stored
@@ -586,9 +586,9 @@ func (p *planner) ask(key string, est int64, class cache.Class) {
 	if p.sink.Prefetch(w, class) == cache.PrefetchQueued {
 		p.mu.Lock()
 		switch class {
-		case cache.ClassLockstep:
+		case cache.PriorityUrgent:
 			p.stats.LockstepRequests++
-		case cache.ClassRun:
+		case cache.PriorityHigh:
 			p.stats.RunRequests++
 		}
 		p.mu.Unlock()
@@ -723,7 +723,7 @@ func (p *planner) warmSmallArrays() {
 	}
 	p.mu.Unlock()
 	for i, k := range keys {
-		p.ask(k, est[i], cache.ClassLockstep)
+		p.ask(k, est[i], cache.PriorityUrgent)
 	}
 }
 

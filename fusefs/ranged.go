@@ -84,7 +84,7 @@ const (
 // rangeChunks is what ranged reads need from the cache (*cache.Cache).
 type rangeChunks interface {
 	OpenRange(ctx context.Context, key, version string, off, n int64) (*cache.Reader, error)
-	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 }
 
 // suffixOrigin reads the end of an object and learns its size and version
@@ -500,7 +500,7 @@ type expandJob struct {
 	key     string
 	version string // "" without a manifest: learned first
 	size    int64
-	class   cache.Class
+	class   cache.Priority
 }
 
 // blockWants returns the Wants of a predicted object, blocking for its
@@ -555,7 +555,7 @@ func (r *rangedObjects) prefetch(j expandJob) cache.PrefetchResult {
 	}
 }
 
-func (r *rangedObjects) queue(wants []cache.Want, class cache.Class) cache.PrefetchResult {
+func (r *rangedObjects) queue(wants []cache.Want, class cache.Priority) cache.PrefetchResult {
 	res := cache.PrefetchPresent
 	for _, w := range wants {
 		switch r.chunks.Prefetch(w, class) {
@@ -657,7 +657,7 @@ type rangedSink struct {
 	fs    *FS
 }
 
-func (s rangedSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+func (s rangedSink) Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult {
 	if r := s.fs.ranged; w.Len == 0 && r != nil {
 		if arr := s.fs.arrayOf(w.Key); r.handles(arr, w.Version, w.Size) {
 			return r.prefetch(expandJob{arr: arr, key: w.Key, version: w.Version, size: w.Size, class: class})
@@ -842,10 +842,10 @@ func (h *rangedHandle) readahead(first, lastRead int) {
 	h.last = lastRead
 	h.mu.Unlock()
 	t := h.t
-	from, to, class := lastRead+1, lastRead+blockReadahead, cache.ClassRun
+	from, to, class := lastRead+1, lastRead+blockReadahead, cache.PriorityHigh
 	switch {
 	case !t.sharded && first == 0:
-		to, class = len(t.blocks)-1, cache.ClassLockstep
+		to, class = len(t.blocks)-1, cache.PriorityUrgent
 	case !crossed:
 		return
 	}
