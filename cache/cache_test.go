@@ -219,7 +219,9 @@ func readAll(t *testing.T, r *Reader) []byte {
 // openAndRead opens key, checks its content and closes it.
 func openAndRead(t *testing.T, c *Cache, key string, want []byte) {
 	t.Helper()
-	r, err := c.Open(context.Background(), key)
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	r, err := c.Open(ctx, key)
 	if err != nil {
 		t.Fatalf("Open(%q): %v", key, err)
 	}
@@ -300,6 +302,10 @@ func openCacheFiles(t *testing.T, c *Cache) int {
 	}
 	return n
 }
+
+// openTimeout bounds the Opens of test helpers, so that a cache which
+// never serves one fails the test instead of hanging the package.
+const openTimeout = 30 * time.Second
 
 // waitFor waits until cond holds: for a background fetch to land, or for
 // goroutines to start waiting. It bounds a wait, it does not measure speed.

@@ -89,5 +89,23 @@
 // stable part of a dataset that is read every epoch in a new order and is
 // larger than the cache, where LRU would hit only by luck.
 //
-// The package does not know about HTTP: the remote client satisfies Source.
+// # Prefetching
+//
+// Prefetch and Feeds bring objects (and ranges) in before a reader asks
+// (sched.go, sched_feed.go). Every fetch has a Priority: a reader's own
+// fetch (PriorityDemand) starts at once; prefetches wait in a queue per
+// priority and start, highest first, within a limit on requests in flight
+// and a link budget (the bytes requested and not yet received stay under
+// about twice the measured bandwidth-delay product), which PriorityUrgent
+// does not wait for. An Open of a key being prefetched joins that fetch,
+// promoting it to demand, and never makes a second request. A prefetched
+// entry nobody has read yet is protected from eviction by newer prefetches,
+// and the bytes of such entries are bounded, so prefetching never crowds
+// out a reader's own data. A prefetch no reader waits for is never held in
+// memory: when the disk cannot take it, it is dropped.
+//
+// The package does not know about HTTP (the remote client satisfies Source)
+// nor why a caller prefetches: it is given priorities, whose scheduling
+// Priority documents, and which object deserves which is the caller's
+// decision.
 package cache

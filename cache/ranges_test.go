@@ -118,7 +118,9 @@ func rangeEntrySize(key string, n int64) int64 { return headerLenOf(span{n: n}, 
 // (also read from an inner offset) and closes it.
 func openRangeAndRead(t *testing.T, c *Cache, key, version string, off, n int64, want []byte) {
 	t.Helper()
-	r, err := c.OpenRange(context.Background(), key, version, off, n)
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	r, err := c.OpenRange(ctx, key, version, off, n)
 	if err != nil {
 		t.Fatalf("OpenRange(%s): %v", rangeName(key, off, n), err)
 	}
@@ -474,7 +476,7 @@ func TestRangeFetchFailures(t *testing.T) {
 
 			// The same failure through a prefetch: reported, nothing kept.
 			got := make(chan error, 1)
-			c.Prefetch(Want{Key: key, Version: version, Off: off, Len: n, Done: func(err error) { got <- err }}, ClassRun)
+			c.Prefetch(Want{Key: key, Version: version, Off: off, Len: n, Done: func(err error) { got <- err }}, PriorityHigh)
 			if err := <-got; !errors.Is(err, tt.wantErr) {
 				t.Fatalf("prefetch outcome %v, want %v", err, tt.wantErr)
 			}
@@ -576,13 +578,13 @@ func TestOpenRangeJoinsPrefetch(t *testing.T) {
 				c.sched.fixedLimit = 1
 				c.mu.Unlock()
 				gate = src.hold("busy")
-				c.Prefetch(Want{Key: "busy"}, ClassLockstep) // takes the only slot
+				c.Prefetch(Want{Key: "busy"}, PriorityUrgent) // takes the only slot
 				<-src.started
 			} else {
 				gate = src.hold(key)
 			}
 			doneErr := make(chan error, 1)
-			if got := c.Prefetch(Want{Key: key, Version: v, Off: 2000, Len: 3000, Done: func(err error) { doneErr <- err }}, ClassBackground); got != PrefetchQueued {
+			if got := c.Prefetch(Want{Key: key, Version: v, Off: 2000, Len: 3000, Done: func(err error) { doneErr <- err }}, PriorityLow); got != PrefetchQueued {
 				t.Fatalf("Prefetch = %v", got)
 			}
 			if !tt.queued {
@@ -591,7 +593,7 @@ func TestOpenRangeJoinsPrefetch(t *testing.T) {
 					c.mu.Lock()
 					defer c.mu.Unlock()
 					for _, fl := range c.flights {
-						if fl.rng.ranged() && fl.waiters == 1 && fl.class == ClassDemand {
+						if fl.rng.ranged() && fl.waiters == 1 && fl.sched.prio == PriorityDemand {
 							return true
 						}
 					}
@@ -629,12 +631,12 @@ func TestOpenRangeWaitsOutAnotherVersion(t *testing.T) {
 	src.started = make(chan string, 4)
 	c := newTestCache(t, 1<<20, src)
 	doneErr := make(chan error, 1)
-	c.Prefetch(Want{Key: key, Version: v1, Off: 0, Len: 1000, Done: func(err error) { doneErr <- err }}, ClassBackground)
+	c.Prefetch(Want{Key: key, Version: v1, Off: 0, Len: 1000, Done: func(err error) { doneErr <- err }}, PriorityLow)
 	<-src.started
 	v2data := src.put(key, 6000) // the origin moves on while v1's range is being read
 	v2 := src.versionOf(key)
 	// A prefetch of the new version must not join the old one's fetch.
-	if got := c.Prefetch(Want{Key: key, Version: v2, Off: 0, Len: 1000}, ClassRun); got != PrefetchRefused {
+	if got := c.Prefetch(Want{Key: key, Version: v2, Off: 0, Len: 1000}, PriorityHigh); got != PrefetchRefused {
 		t.Fatalf("Prefetch of another version of a range in flight = %v, want refused", got)
 	}
 	releaseWhen(gate, func() bool { return c.PrefetchStats().Promoted == 1 })
@@ -664,7 +666,7 @@ func (d *doneLog) fn(c *Cache) func(error) {
 	return func(err error) {
 		c.Stats()
 		c.PrefetchStats()
-		c.Prefetch(Want{Key: "callback/nothing", Version: `"x"`, Off: 0, Len: 1}, ClassBackground)
+		c.Prefetch(Want{Key: "callback/nothing", Version: `"x"`, Off: 0, Len: 1}, PriorityLow)
 		d.mu.Lock()
 		d.errs = append(d.errs, err)
 		d.mu.Unlock()
@@ -733,7 +735,7 @@ func TestPrefetchRangeDone(t *testing.T) {
 		{name: "joins a prefetch of the same range",
 			prep: func(t *testing.T, c *Cache, src *memSource, v string) {
 				src.hold(key)
-				c.Prefetch(Want{Key: key, Version: v, Off: 1000, Len: 2000}, ClassRun)
+				c.Prefetch(Want{Key: key, Version: v, Off: 1000, Len: 2000}, PriorityHigh)
 			},
 			after:   func(src *memSource) { src.set(func(s *memSource) { close(s.gates[key]) }) },
 			want:    func(v string) Want { return Want{Key: key, Version: v, Off: 1000, Len: 2000} },
@@ -800,7 +802,7 @@ func TestPrefetchRangeDone(t *testing.T) {
 			var log doneLog
 			w := tt.want(v)
 			w.Done = log.fn(c)
-			if got := c.Prefetch(w, ClassRun); got != tt.wantRes {
+			if got := c.Prefetch(w, PriorityHigh); got != tt.wantRes {
 				t.Fatalf("Prefetch = %v, want %v", got, tt.wantRes)
 			}
 			if immediate := len(log.calls()) == 1; tt.wantImmediate && !immediate {
@@ -856,13 +858,13 @@ func TestCloseEndsRangePrefetches(t *testing.T) {
 	c.sched.fixedLimit = 1
 	c.mu.Unlock()
 	var running, queued, nested doneLog
-	c.Prefetch(Want{Key: "running", Version: src.versionOf("running"), Off: 0, Len: 100, Done: running.fn(c)}, ClassRun)
+	c.Prefetch(Want{Key: "running", Version: src.versionOf("running"), Off: 0, Len: 100, Done: running.fn(c)}, PriorityHigh)
 	<-src.started
 	// The queued prefetch's Done prefetches again from inside Close.
 	if got := c.Prefetch(Want{Key: "queued", Version: src.versionOf("queued"), Off: 0, Len: 100, Done: func(err error) {
 		queued.fn(c)(err)
-		c.Prefetch(Want{Key: "queued", Version: src.versionOf("queued"), Off: 100, Len: 100, Done: nested.fn(c)}, ClassRun)
-	}}, ClassRun); got != PrefetchQueued {
+		c.Prefetch(Want{Key: "queued", Version: src.versionOf("queued"), Off: 100, Len: 100, Done: nested.fn(c)}, PriorityHigh)
+	}}, PriorityHigh); got != PrefetchQueued {
 		t.Fatalf("Prefetch = %v", got)
 	}
 	closeWithin(t, c, 20*time.Second, "Close hangs (a Done called under the cache's lock?)")
@@ -904,15 +906,15 @@ func TestDoneMayCallBackIntoCache(t *testing.T) {
 		}
 		r.Close()
 		// Already cached: its Done runs inside this Prefetch call.
-		c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: second}, ClassRun)
+		c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: second}, PriorityHigh)
 		result <- nil
 	}
 	second = func(err error) {
 		// And from there, another prefetch that lands later.
-		c.Prefetch(Want{Key: key, Version: v, Off: 1000, Len: 1000, Done: func(err error) { result <- err }}, ClassRun)
+		c.Prefetch(Want{Key: key, Version: v, Off: 1000, Len: 1000, Done: func(err error) { result <- err }}, PriorityHigh)
 		result <- err
 	}
-	c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: first}, ClassRun)
+	c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: first}, PriorityHigh)
 	for range 3 {
 		select {
 		case err := <-result:
@@ -1007,7 +1009,7 @@ func TestFeedCancelEndsHeldRangeWant(t *testing.T) {
 	src.started = make(chan string, 4)
 	c := newTestCache(t, 1<<20, src)
 	var inFlight doneLog
-	c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: inFlight.fn(c)}, ClassRun)
+	c.Prefetch(Want{Key: key, Version: v, Off: 0, Len: 1000, Done: inFlight.fn(c)}, PriorityHigh)
 	<-src.started
 	// The feed's second Want is the same range at another version: refused
 	// while the first is in flight, so the feed holds it back.

@@ -273,6 +273,70 @@ func TestConcurrentOpensRevalidateOnce(t *testing.T) {
 	}
 }
 
+// revalidateOnceSource is a memSource that answers one conditional request
+// per key; a further one fails. A cache that revalidates an entry more than
+// once then fails the Open at once, where it could otherwise revalidate in
+// a loop.
+type revalidateOnceSource struct {
+	*memSource
+	mu          sync.Mutex
+	revalidated map[string]bool
+}
+
+var errRevalidatedAgain = errors.New("test source: a second conditional request for the same key")
+
+func (s *revalidateOnceSource) FetchIfChanged(ctx context.Context, key, version string, w io.Writer) (string, bool, error) {
+	s.mu.Lock()
+	again := s.revalidated[key]
+	s.revalidated[key] = true
+	s.mu.Unlock()
+	if again {
+		return "", false, errRevalidatedAgain
+	}
+	return s.memSource.FetchIfChanged(ctx, key, version, w)
+}
+
+// TestRevalidatedEntryIsTrusted: an entry of an earlier run is revalidated
+// once, by the first Open that does not know its version, and trusted from
+// then on; an OpenVersion of the version it holds vouches for it as a 304
+// would, so the Opens after it make no request either.
+func TestRevalidatedEntryIsTrusted(t *testing.T) {
+	src := &revalidateOnceSource{memSource: newMemSource(), revalidated: map[string]bool{}}
+	dataA := src.put("a", 1000)
+	dataB := src.put("b", 2000)
+	opts := Options{Dir: t.TempDir(), MaxBytes: 100_000}
+	c := newCacheIn(t, opts, src)
+	openAndRead(t, c, "a", dataA)
+	openAndRead(t, c, "b", dataB)
+	c.Close()
+
+	c = newCacheIn(t, opts, src)
+	for i := range 3 {
+		openAndRead(t, c, "a", dataA)
+		if n, cond := src.callsFor("a"), src.condCallsFor("a"); n != 2 || cond != 1 {
+			t.Fatalf("after Open %d of a in the second run: %d requests (%d conditional), want the first run's fetch and one revalidation", i+1, n, cond)
+		}
+	}
+
+	r, err := c.OpenVersion(context.Background(), "b", src.versionOf("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, r); !bytes.Equal(got, dataB) {
+		t.Fatal("OpenVersion(b): wrong data")
+	}
+	r.Close()
+	for i := range 2 {
+		openAndRead(t, c, "b", dataB)
+		if n := src.callsFor("b"); n != 1 {
+			t.Fatalf("Open %d of b after an OpenVersion of its version: %d requests (%d conditional), want only the first run's fetch", i+1, n, src.condCallsFor("b"))
+		}
+	}
+	if s := c.Stats(); s.Hits != 6 || s.Misses != 0 || s.Revalidations != 1 || s.Reused != 6 {
+		t.Fatalf("stats %+v, want 6 hits on reused entries and one revalidation", s)
+	}
+}
+
 func TestOpenVersion(t *testing.T) {
 	src := newMemSource()
 	v1data := src.put("k", 100)

@@ -1,26 +1,34 @@
 package cache
 
-// Fetch scheduling: every fetch has a priority class. Demand fetches (a
-// reader is waiting) start at once; prefetches wait in a queue per class and
-// start, highest class first, while the bytes requested and not yet received
+// Fetch scheduling: every fetch has a Priority. Demand fetches (a reader is
+// waiting) start at once; prefetches wait in a queue per priority and start,
+// highest priority first, while the bytes requested and not yet received
 // stay under what fills the link: twice the bandwidth-delay product measured
 // from the fetches' throughput and time to first byte (mayStartLocked), and
-// at most maxLimit requests. Background work comes from Feeds, pulled only as
-// slots free up, so a store of millions of chunks never sits in memory as a
-// queue. Every fetch streams into its cache file; no object is held in RAM.
+// at most maxLimit requests. PriorityUrgent skips the bytes check. Feeds
+// supply low-priority work, pulled only as slots free up, so a store of
+// millions of objects never sits in memory as a queue. Every prefetch
+// streams into its cache file; no prefetched object is held in RAM.
 //
-// A prefetch is a flight like any other (cache.go): a demand Open of a key
+// A prefetch is a flight like any other (flight.go): a demand Open of a key
 // that is queued or being prefetched joins that flight, promoting it to
 // demand, and never starts a second request. A prefetched entry that has not
 // been read yet holds a protection pin, so newer prefetches cannot evict it;
 // demand placements may release the oldest protections when nothing else is
 // left to evict. The bytes of unread prefetched entries are bounded
-// (prefetchRoom) so predictions never crowd out the reader's own data.
+// (prefetchRoomLocked) so prefetches never crowd out the reader's own data.
 //
-// Locking: the scheduler's state is guarded by Cache.mu, like the rest of
-// the Cache. The dispatcher goroutine calls Feed functions without holding
-// any lock, because feeds belong to callers that take their own locks and
-// call back into the Cache. Stall counters are atomics. Want.Done callbacks
+// The scheduler's state lives in its own types: scheduler (the Cache's
+// queues, counters and link measurement), flightSched (a flight's priority,
+// queue state and prefetch bookkeeping) and unreadPrefetch (an entry a
+// prefetch placed that no Open has read yet). cache.go and flight.go reach
+// it only through the methods here.
+//
+// Locking: all of it is guarded by Cache.mu, like the rest of the Cache
+// (see cache.go); the byte and stall counters a fetch or an Open updates
+// without the lock are atomics. The dispatcher goroutine calls Feed
+// functions without holding any lock, because feeds belong to callers that
+// take their own locks and call back into the Cache. Want.Done callbacks
 // are likewise collected under Cache.mu and called after it is released
 // (runDones), since they belong to callers too.
 
@@ -35,33 +43,43 @@ import (
 	"time"
 )
 
-// Class is a fetch's priority. Lower values go first.
-type Class int
+// Priority orders fetches: a lower value starts first. Each prefetch
+// priority has a FIFO queue; a queue is served only when every queue above
+// it is empty, so a higher-priority prefetch never waits behind a lower one.
+type Priority int
 
 const (
-	// ClassDemand is a fetch a reader waits for.
-	ClassDemand Class = iota
-	// ClassLockstep is predicted by a sibling array's access to the same slab.
-	ClassLockstep
-	// ClassRun is predicted by a run of ascending or strided slabs.
-	ClassRun
-	// ClassBackground fills the cache with what is likely read later.
-	ClassBackground
-	numClasses
+	// PriorityDemand is a fetch a reader waits for. It starts at once,
+	// outside the queues, and counts against no limit. Prefetch does not
+	// take it: a prefetch becomes demand when an Open joins it.
+	PriorityDemand Priority = iota
+	// PriorityUrgent prefetches start first, and are held back only by the
+	// limit on requests in flight, not by the link budget (the bytes
+	// requested and not yet received): for what a reader is expected to
+	// ask for next, which is worth a request even while the link is busy.
+	PriorityUrgent
+	// PriorityHigh prefetches start after urgent ones, while the link
+	// budget has room.
+	PriorityHigh
+	// PriorityLow prefetches start last, within the link budget. Feeds
+	// fetch at this priority, and are pulled only while no low-priority
+	// prefetch waits in its queue.
+	PriorityLow
+	numPriorities
 )
 
-func (k Class) String() string {
-	switch k {
-	case ClassDemand:
+func (p Priority) String() string {
+	switch p {
+	case PriorityDemand:
 		return "demand"
-	case ClassLockstep:
-		return "lockstep"
-	case ClassRun:
-		return "run"
-	case ClassBackground:
-		return "background"
+	case PriorityUrgent:
+		return "urgent"
+	case PriorityHigh:
+		return "high"
+	case PriorityLow:
+		return "low"
 	}
-	return fmt.Sprintf("Class(%d)", int(k))
+	return fmt.Sprintf("Priority(%d)", int(p))
 }
 
 // PrefetchResult says what Prefetch did.
@@ -103,8 +121,8 @@ var ErrFeedCancelled = errors.New("prefetch feed cancelled")
 const (
 	initialLimit = 8  // requests in flight before the link is measured
 	maxLimit     = 48 // well under remote's connection cap of 64
-	// maxQueued bounds the flights waiting for a slot; predictions past it
-	// are refused (the planner predicts again on the next access).
+	// maxQueued bounds the flights waiting for a slot; prefetches past it
+	// are refused (ErrPrefetchRefused: the caller may ask again later).
 	maxQueued = 4096
 	// latencySamples and rateSamples are the windows of the latency minimum
 	// and the throughput maximum.
@@ -116,7 +134,7 @@ const (
 // PrefetchStats are the prefetcher's counters since New and its current state.
 type PrefetchStats struct {
 	Queued        int     `json:"queued"`             // prefetches waiting for a slot
-	InFlight      int     `json:"in_flight"`          // requests in flight, all classes
+	InFlight      int     `json:"in_flight"`          // requests in flight, all priorities
 	Limit         int     `json:"limit"`              // current limit of requests in flight
 	PipeBytes     int64   `json:"pipe_bytes"`         // measured bandwidth-delay product
 	ThroughputBps float64 `json:"throughput_bps"`     // measured, bytes/s (recent maximum)
@@ -135,11 +153,12 @@ type PrefetchStats struct {
 	Promoted      int64   `json:"promoted_to_demand"` // queued or running prefetches a reader caught up with
 }
 
-// scheduler is the Cache's fetch scheduling state, guarded by Cache.mu.
+// scheduler is the Cache's fetch scheduling state, guarded by Cache.mu
+// (the atomics excepted).
 type scheduler struct {
-	queues  [numClasses][]*flight // FIFO; stale entries (promoted, reclassed) are skipped
-	queued  int                   // flights waiting in the queues
-	running [numClasses]int
+	queues  [numPriorities][]*flight // FIFO; stale entries (promoted, moved up) are skipped
+	queued  int                      // flights waiting in the queues
+	running [numPriorities]int
 	active  map[*flight]struct{} // flights making a request
 	feeds   []*Feed
 	feedRR  int
@@ -147,8 +166,8 @@ type scheduler struct {
 	started bool          // the dispatcher goroutine runs
 	kick    chan struct{} // wakes the dispatcher; capacity 1
 
-	unread      list.List // protected unread prefetched entries, oldest first
-	unreadBytes int64
+	unread      list.List // entries holding a protection pin (unreadPrefetch), oldest first
+	unreadBytes int64     // bytes of the entries in unread
 
 	ctl   controller
 	stats PrefetchStats
@@ -159,6 +178,30 @@ type scheduler struct {
 	stalls    atomic.Int64
 	stallNs   atomic.Int64
 	stallMax  atomic.Int64
+}
+
+// flightSched is the scheduler's part of a flight, guarded by Cache.mu
+// (recv is atomic: the fetch counts into it without the lock).
+type flightSched struct {
+	prio     Priority
+	queued   bool          // waiting in queues[prio]: no request made yet
+	prefetch bool          // made by Prefetch or a Feed, before any reader asked
+	joined   bool          // a reader waited for it while it was a prefetch
+	feeds    []*Feed       // feeds that count it
+	dones    []func(error) // the Done callbacks of the Wants waiting for its outcome
+	hint     int64         // expected size, 0 unknown
+	recv     atomic.Int64  // bytes its request has delivered so far
+}
+
+// unreadPrefetch is the scheduler's part of an entry a prefetch placed and
+// no Open has read yet (entry.unread), guarded by Cache.mu. While elem is
+// set the entry holds a protection pin (one of entry.pins) and is in
+// scheduler.unread, so newer prefetches cannot evict it;
+// unprotectOldestLocked may lift the pin earlier to make room for a
+// reader's data, and the entry then stays an unread prefetch only for the
+// counters (UsedBytes, WastedBytes).
+type unreadPrefetch struct {
+	elem *list.Element // in scheduler.unread while protected; nil after
 }
 
 // controller measures the link: the time to first byte (a recent minimum,
@@ -294,29 +337,51 @@ func (fl *flight) outcomeLocked() error {
 
 // doneCallsLocked takes the Done calls of an ended flight.
 func (fl *flight) doneCallsLocked() []doneCall {
-	if len(fl.dones) == 0 {
+	dones := fl.sched.dones
+	if len(dones) == 0 {
 		return nil
 	}
 	err := fl.outcomeLocked()
-	calls := make([]doneCall, len(fl.dones))
-	for i, d := range fl.dones {
+	calls := make([]doneCall, len(dones))
+	for i, d := range dones {
 		calls[i] = doneCall{d, err}
 	}
-	fl.dones = nil
+	fl.sched.dones = nil
 	return calls
 }
 
-// Prefetch asks for w to be fetched into the cache at priority class (not
-// ClassDemand), unless it is cached, already in flight or queued,
-// remembered missing, or there is no room for more unread prefetched data.
-// A key (range) queued at a lower class moves up. Prefetch never blocks and
-// never waits for the fetch; w.Done tells the outcome.
-func (c *Cache) Prefetch(w Want, class Class) PrefetchResult {
-	if class <= ClassDemand || class >= numClasses {
-		class = ClassBackground
+// unclaimedLocked says whether fl is a prefetch no reader waits for now.
+// Such a fetch is not held in memory when the disk cannot take it
+// (prefetches never fill RAM), and the entry it places holds a protection
+// pin until its first read (protectPin).
+func (fl *flight) unclaimedLocked() bool {
+	return fl.sched.prefetch && fl.waiters == 0
+}
+
+// readerJoinsLocked notes that a reader waits for fl, a flight another
+// caller started. It reports whether fl is a prefetch no reader had joined
+// before: the Open's reuse distance is then the flight's, and its bytes
+// count as late (PrefetchStats.LateBytes).
+func (fl *flight) readerJoinsLocked() bool {
+	if !fl.sched.prefetch || fl.sched.joined {
+		return false
+	}
+	fl.sched.joined = true
+	return true
+}
+
+// Prefetch asks for w to be fetched into the cache at priority prio (not
+// PriorityDemand; an invalid one is taken as PriorityLow), unless it is
+// cached, already in flight or queued, remembered missing, or there is no
+// room for more unread prefetched data. A key (range) queued at a lower
+// priority moves up. Prefetch never blocks and never waits for the fetch;
+// w.Done tells the outcome.
+func (c *Cache) Prefetch(w Want, prio Priority) PrefetchResult {
+	if prio <= PriorityDemand || prio >= numPriorities {
+		prio = PriorityLow
 	}
 	c.mu.Lock()
-	res, size, err := c.prefetchLocked(w, class, nil)
+	res, size, err := c.prefetchLocked(w, prio, nil)
 	if res == PrefetchQueued {
 		c.dispatchLocked()
 	}
@@ -339,7 +404,7 @@ func attached(res PrefetchResult, size int64) bool {
 // Done was handed to a flight (attached), err is the outcome for it: nil
 // when cached, errors.Is ErrPrefetchRefused for a refusal that may pass
 // later, another error for a Want that can never be fetched.
-func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, int64, error) {
+func (c *Cache) prefetchLocked(w Want, prio Priority, f *Feed) (PrefetchResult, int64, error) {
 	key, version, rng := w.Key, w.Version, w.span()
 	if c.closed {
 		return PrefetchRefused, 0, fmt.Errorf("prefetch %s: %w", rng.describe(key), ErrClosed)
@@ -368,16 +433,16 @@ func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, in
 			return PrefetchRefused, 0, fmt.Errorf("prefetch %s: being fetched at version %s, not %s: %w",
 				rng.describe(key), fl.version, version, ErrPrefetchRefused)
 		}
-		if fl.queued && class < fl.class {
-			fl.class = class
-			s.queues[class] = append(s.queues[class], fl)
+		if fl.sched.queued && prio < fl.sched.prio {
+			fl.sched.prio = prio
+			s.queues[prio] = append(s.queues[prio], fl)
 		}
 		if f != nil {
-			fl.feeds = append(fl.feeds, f)
+			fl.sched.feeds = append(fl.sched.feeds, f)
 			f.outstanding++
 		}
 		if w.Done != nil {
-			fl.dones = append(fl.dones, w.Done)
+			fl.sched.dones = append(fl.sched.dones, w.Done)
 		}
 		return PrefetchPresent, -1, nil
 	}
@@ -393,23 +458,21 @@ func (c *Cache) prefetchLocked(w Want, class Class, f *Feed) (PrefetchResult, in
 		s.stats.Refused++
 		return PrefetchRefused, 0, fmt.Errorf("prefetch %s: %w", rng.describe(key), ErrPrefetchRefused)
 	}
-	fl := &flight{
-		done: make(chan struct{}), id: id, sum: sum, key: key,
-		class: class, queued: true, prefetch: true, reuse: math.MaxUint32,
-		hint: hint,
-	}
+	// No reader's Open yet: the first one to join gives its reuse distance.
+	fl := &flight{done: make(chan struct{}), id: id, sum: sum, key: key, reuse: math.MaxUint32}
 	if rng.ranged() {
 		fl.rng, fl.version = rng, version
 	}
+	fl.sched.prio, fl.sched.queued, fl.sched.prefetch, fl.sched.hint = prio, true, true, hint
 	if f != nil {
-		fl.feeds = []*Feed{f}
+		fl.sched.feeds = []*Feed{f}
 		f.outstanding++
 	}
 	if w.Done != nil {
-		fl.dones = []func(error){w.Done}
+		fl.sched.dones = []func(error){w.Done}
 	}
 	c.flights[id] = fl
-	s.queues[class] = append(s.queues[class], fl)
+	s.queues[prio] = append(s.queues[prio], fl)
 	s.queued++
 	c.startDispatcherLocked()
 	return PrefetchQueued, 0, nil
@@ -429,8 +492,8 @@ func (c *Cache) prefetchRoomLocked() bool {
 	s := &c.sched
 	reserve := max(c.maxBytes/8, int64(4*s.ctl.avgSize))
 	pending := s.queued
-	for k := ClassLockstep; k < numClasses; k++ {
-		pending += s.running[k]
+	for p := PriorityDemand + 1; p < numPriorities; p++ { // every prefetch running
+		pending += s.running[p]
 	}
 	est := s.ctl.avgSize
 	if est == 0 {
@@ -439,10 +502,10 @@ func (c *Cache) prefetchRoomLocked() bool {
 	return float64(s.unreadBytes)+float64(pending+1)*est <= float64(c.maxBytes-reserve)
 }
 
-// limitLocked is how many requests may be in flight when a prefetch of
-// class starts: initialLimit until the link is measured, then maxLimit; the
-// bytes limit (roomLocked) is what usually binds.
-func (s *scheduler) limitLocked(class Class) int {
+// limitLocked is how many requests may be in flight when a prefetch
+// starts: initialLimit until the link is measured, then maxLimit; the link
+// budget (mayStartLocked) is what usually binds.
+func (s *scheduler) limitLocked() int {
 	switch {
 	case s.fixedLimit > 0:
 		return s.fixedLimit
@@ -457,68 +520,69 @@ func (s *scheduler) limitLocked(class Class) int {
 func (s *scheduler) outstandingLocked() float64 {
 	var n float64
 	for fl := range s.active {
-		size := float64(fl.hint)
+		size := float64(fl.sched.hint)
 		if size <= 0 {
 			size = s.ctl.avgSize
 		}
-		n += max(0, size-float64(fl.recv.Load()))
+		n += max(0, size-float64(fl.sched.recv.Load()))
 	}
 	return n
 }
 
-// mayStartLocked says whether a prefetch of class may start now. Besides
-// the count limit, it keeps the bytes requested and not yet received under
-// two bandwidth-delay products plus one average object: enough to keep the
+// mayStartLocked says whether a prefetch of priority prio may start now.
+// Besides the count limit, it keeps the bytes requested and not yet
+// received (the link budget) under two bandwidth-delay products plus one
+// average object, except for PriorityUrgent: enough to keep the
 // link busy while each request waits for its first byte, and to let the
 // measured throughput grow if the link is faster than measured so far. Bytes,
 // not requests, because the objects of one store differ in size by orders
 // of magnitude (x and y of a training set), and a request for a tiny object
 // keeps no link busy.
 //
-// Background work is not held back while a reader waits for a demand
+// Prefetches are not held back while a reader waits for a demand
 // fetch. That would give the demand request a larger share of the link
 // (TCP shares it per connection), but measured on the WAN harness it costs
 // more in link time than the reader gains: with the pipe at one
 // bandwidth-delay product or less while readers wait, epoch 1 took 5-15%
 // longer (docs/benchmarks.md).
-func (s *scheduler) mayStartLocked(class Class) bool {
-	if s.inFlightLocked() >= s.limitLocked(class) {
+func (s *scheduler) mayStartLocked(prio Priority) bool {
+	if s.inFlightLocked() >= s.limitLocked() {
 		return false
 	}
 	bdp := s.ctl.bdp()
-	if bdp == 0 || s.fixedLimit > 0 || class == ClassLockstep {
-		return true // unmeasured (count limit only), or wanted next like demand
+	if bdp == 0 || s.fixedLimit > 0 || prio == PriorityUrgent {
+		return true // unmeasured (count limit only), or urgent: outside the budget
 	}
 	return s.outstandingLocked() < 2*bdp+s.ctl.avgSize
 }
 
-// dispatchLocked starts queued prefetches, highest class first, while the
-// limit allows.
+// dispatchLocked starts queued prefetches, highest priority first, while
+// the limits allow.
 func (c *Cache) dispatchLocked() {
 	s := &c.sched
 	for !c.closed {
 		var next *flight
-		for k := ClassLockstep; k < numClasses && next == nil; k++ {
-			q := s.queues[k]
-			for len(q) > 0 && (!q[0].queued || q[0].class != k) {
+		for p := PriorityDemand + 1; p < numPriorities && next == nil; p++ {
+			q := s.queues[p]
+			for len(q) > 0 && (!q[0].sched.queued || q[0].sched.prio != p) {
 				q[0] = nil
-				q = q[1:] // stale: promoted or moved to a higher class
+				q = q[1:] // stale: promoted or moved to a higher priority
 			}
-			s.queues[k] = q
-			if len(q) > 0 && s.mayStartLocked(k) {
+			s.queues[p] = q
+			if len(q) > 0 && s.mayStartLocked(p) {
 				next = q[0]
 				q[0] = nil
-				s.queues[k] = q[1:]
+				s.queues[p] = q[1:]
 			}
 			if len(q) > 0 && next == nil {
-				return // a higher class waits for a slot: lower ones wait too
+				return // a higher priority waits for a slot: lower ones wait too
 			}
 		}
 		if next == nil {
 			return
 		}
 		s.queued--
-		next.queued = false
+		next.sched.queued = false
 		s.stats.Requests++
 		c.launchLocked(next)
 	}
@@ -527,28 +591,28 @@ func (c *Cache) dispatchLocked() {
 // promoteLocked makes fl, which a reader now waits for, a demand fetch:
 // started at once if it was queued, counted as demand if it runs.
 func (c *Cache) promoteLocked(fl *flight) {
-	s := &c.sched
-	if fl.class == ClassDemand {
+	s, fs := &c.sched, &fl.sched
+	if fs.prio == PriorityDemand {
 		return
 	}
 	s.stats.Promoted++
-	if fl.queued {
-		fl.queued = false
+	if fs.queued {
+		fs.queued = false
 		s.queued--
-		fl.class = ClassDemand
+		fs.prio = PriorityDemand
 		c.launchLocked(fl)
 		return
 	}
-	s.running[fl.class]--
-	fl.class = ClassDemand
-	s.running[ClassDemand]++
+	s.running[fs.prio]--
+	fs.prio = PriorityDemand
+	s.running[PriorityDemand]++
 }
 
 // launchLocked starts fl's request.
 func (c *Cache) launchLocked(fl *flight) {
 	fl.staleGen = c.staleGen // see MarkStale
-	c.log.Debug("fetch start", "key", fl.key, "class", fl.class, "in_flight", c.sched.inFlightLocked())
-	c.sched.running[fl.class]++
+	c.log.Debug("fetch start", "key", fl.key, "priority", fl.sched.prio, "in_flight", c.sched.inFlightLocked())
+	c.sched.running[fl.sched.prio]++
 	if c.sched.active == nil {
 		c.sched.active = map[*flight]struct{}{}
 	}
@@ -560,24 +624,24 @@ func (c *Cache) launchLocked(fl *flight) {
 // flightEndedLocked does the scheduler's part of finishing fl: counters,
 // feeds, and the next dispatch.
 func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
-	s := &c.sched
-	if !fl.queued {
-		s.running[fl.class]--
+	s, fs := &c.sched, &fl.sched
+	if !fs.queued {
+		s.running[fs.prio]--
 		delete(s.active, fl)
 	}
 	switch {
 	case res != nil:
-		c.log.Debug("fetch end", "key", fl.key, "class", fl.class, "bytes", res.size)
+		c.log.Debug("fetch end", "key", fl.key, "priority", fs.prio, "bytes", res.size)
 	case err != nil:
-		c.log.Debug("fetch failed", "key", fl.key, "class", fl.class, "err", err)
+		c.log.Debug("fetch failed", "key", fl.key, "priority", fs.prio, "err", err)
 	}
-	if fl.prefetch && res != nil {
+	if fs.prefetch && res != nil {
 		s.stats.Bytes += res.size
-		if fl.joined {
+		if fs.joined {
 			s.stats.LateBytes += res.size
 		}
 	}
-	for _, f := range fl.feeds {
+	for _, f := range fs.feeds {
 		f.outstanding--
 		switch {
 		case res != nil:
@@ -597,7 +661,7 @@ func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
 		}
 		c.feedCheckDoneLocked(f)
 	}
-	fl.feeds = nil
+	fs.feeds = nil
 	if s.inFlightLocked() == 0 {
 		s.ctl.idle()
 	}
@@ -608,7 +672,7 @@ func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
 // protectPin is the extra pin a freshly fetched entry gets: one when it was
 // prefetched and no reader has taken it yet.
 func protectPin(fl *flight) int {
-	if fl.prefetch && fl.waiters == 0 {
+	if fl.unclaimedLocked() {
 		return 1
 	}
 	return 0
@@ -620,9 +684,7 @@ func (c *Cache) prefetchPlacedLocked(e *entry, fl *flight) {
 	if protectPin(fl) == 0 {
 		return
 	}
-	e.prefetched = true
-	e.protected = true
-	e.unreadElem = c.sched.unread.PushBack(e)
+	e.unread = &unreadPrefetch{elem: c.sched.unread.PushBack(e)}
 	c.sched.unreadBytes += e.fileLen
 }
 
@@ -636,40 +698,41 @@ func (c *Cache) prefetchNotKeptLocked(fl *flight, res *fetched) {
 // prefetchReadLocked notes an Open served by e (pinned by that Open): a
 // prefetched entry has proven useful and loses its protection.
 func (c *Cache) prefetchReadLocked(e *entry) {
-	if !e.prefetched {
+	if e.unread == nil {
 		return
 	}
-	e.prefetched = false
 	c.sched.stats.UsedBytes += e.dataLen
-	c.unprotectEntryLocked(e)
+	protected := c.unprotectLocked(e)
+	e.unread = nil
+	if protected {
+		c.unpinLocked(e)
+	}
 	c.kickLocked() // room for more unread data
 }
 
-func (c *Cache) unprotectEntryLocked(e *entry) {
-	if !e.protected {
-		return
+// unprotectLocked takes e out of the unread list if it is protected, and
+// reports whether it was; the caller releases the protection pin.
+func (c *Cache) unprotectLocked(e *entry) bool {
+	u := e.unread
+	if u == nil || u.elem == nil {
+		return false
 	}
-	e.protected = false
-	c.sched.unread.Remove(e.unreadElem)
-	e.unreadElem = nil
+	c.sched.unread.Remove(u.elem)
+	u.elem = nil
 	c.sched.unreadBytes -= e.fileLen
-	c.unpinLocked(e)
+	return true
 }
 
 // prefetchForgetLocked is called when e leaves the index: evicted, removed
 // or superseded.
 func (c *Cache) prefetchForgetLocked(e *entry, evicted bool) {
-	if e.prefetched && evicted {
+	if e.unread != nil && evicted {
 		c.sched.stats.WastedBytes += e.dataLen
 	}
-	e.prefetched = false
-	if e.protected {
-		e.protected = false
-		c.sched.unread.Remove(e.unreadElem)
-		e.unreadElem = nil
-		c.sched.unreadBytes -= e.fileLen
+	if c.unprotectLocked(e) {
 		e.pins--
 	}
+	e.unread = nil
 }
 
 // unprotectOldestLocked lifts the protection of the oldest unread
@@ -684,10 +747,7 @@ func (c *Cache) unprotectOldestLocked(need int64) bool {
 		}
 		e := el.Value.(*entry)
 		need -= e.fileLen
-		e.protected = false
-		c.sched.unread.Remove(el)
-		e.unreadElem = nil
-		c.sched.unreadBytes -= e.fileLen
+		c.unprotectLocked(e)
 		e.pins-- // no shrink here: the caller shrinks once
 		lifted = true
 	}
@@ -714,7 +774,7 @@ func (c *Cache) PrefetchStats() PrefetchStats {
 	st := s.stats
 	st.Queued = s.queued
 	st.InFlight = s.inFlightLocked()
-	st.Limit = s.limitLocked(ClassLockstep)
+	st.Limit = s.limitLocked()
 	st.PipeBytes = int64(s.ctl.bdp())
 	st.ThroughputBps = s.ctl.maxRate()
 	st.LatencyMs = float64(s.ctl.minLatency()) / float64(time.Millisecond)
@@ -757,8 +817,8 @@ func (c *Cache) metered(fl *flight, get getFunc) getFunc {
 		start := time.Now()
 		mw := &meteredWriter{w: w, total: &c.sched.delivered}
 		if fl != nil {
-			fl.recv.Store(0) // a retry starts over
-			mw.fl = &fl.recv
+			fl.sched.recv.Store(0) // a retry starts over
+			mw.fl = &fl.sched.recv
 		}
 		v, changed, err := get(mw)
 		if err == nil && !mw.first.IsZero() {

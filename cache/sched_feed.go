@@ -22,8 +22,8 @@ type FeedProgress struct {
 	Cancelled    bool  `json:"cancelled"`
 }
 
-// Feed hands out keys to prefetch at background priority, one at a time as
-// request slots free up, and tracks them until they are on disk.
+// Feed hands out keys to prefetch at PriorityLow, one at a time as request
+// slots free up, and tracks them until they are on disk.
 type Feed struct {
 	c    *Cache
 	next func() (Want, bool)
@@ -43,7 +43,7 @@ type Feed struct {
 }
 
 // AddFeed starts pulling keys from next in the background: each key is
-// fetched like a Prefetch at ClassBackground, as slots free up and while
+// fetched like a Prefetch at PriorityLow, as slots free up and while
 // there is room for unread prefetched data. next is called from one
 // goroutine, never with the cache's lock held, and must not block; it
 // returns ok == false when it has no more keys.
@@ -165,7 +165,7 @@ func (c *Cache) dispatcher() {
 	}
 }
 
-// pullFeeds queues keys from the feeds, round robin, while background slots
+// pullFeeds queues keys from the feeds, round robin, while request slots
 // and prefetch room are free.
 func (c *Cache) pullFeeds() {
 	for c.ctx.Err() == nil {
@@ -198,7 +198,7 @@ func (c *Cache) pullFeeds() {
 				c.dropFeedLocked(f)
 				c.feedCheckDoneLocked(f)
 			default:
-				res, size, err := c.prefetchLocked(w, ClassBackground, f)
+				res, size, err := c.prefetchLocked(w, PriorityLow, f)
 				switch {
 				case res == PrefetchQueued:
 					queued++
@@ -240,19 +240,19 @@ func (c *Cache) pullFeeds() {
 }
 
 // feedToPullLocked picks the next feed to pull from and how many keys it
-// may queue now: none while background fetches wait in the queue, while
-// the background share of the limit is in use, or without prefetch room.
+// may queue now: none while low-priority fetches wait in their queue, while
+// the limit on requests in flight is reached, or without prefetch room.
 func (c *Cache) feedToPullLocked() (*Feed, int) {
 	s := &c.sched
 	if len(s.feeds) == 0 || c.closed {
 		return nil, 0
 	}
-	for _, fl := range s.queues[ClassBackground] {
-		if fl.queued && fl.class == ClassBackground {
+	for _, fl := range s.queues[PriorityLow] {
+		if fl.sched.queued && fl.sched.prio == PriorityLow {
 			return nil, 0
 		}
 	}
-	room := s.limitLocked(ClassBackground) - s.inFlightLocked()
+	room := s.limitLocked() - s.inFlightLocked()
 	if room <= 0 || !c.prefetchRoomLocked() {
 		return nil, 0
 	}
@@ -268,19 +268,19 @@ func (c *Cache) closeSchedLocked() []doneCall {
 	s := &c.sched
 	for k := range s.queues {
 		for _, fl := range s.queues[k] {
-			if fl == nil || !fl.queued {
+			if fl == nil || !fl.sched.queued {
 				continue
 			}
-			fl.queued = false
+			fl.sched.queued = false
 			s.queued--
 			if c.flights[fl.id] == fl {
 				delete(c.flights, fl.id)
 			}
 			fl.err = ErrClosed
-			for _, f := range fl.feeds {
+			for _, f := range fl.sched.feeds {
 				f.outstanding--
 			}
-			fl.feeds = nil
+			fl.sched.feeds = nil
 			close(fl.done)
 			calls = append(calls, fl.doneCallsLocked()...)
 		}

@@ -24,11 +24,11 @@ func TestPrefetchLandsEntryThatOpenHits(t *testing.T) {
 	data := src.put("a/0", 5000)
 	c := newTestCache(t, 1<<20, src)
 
-	if got := c.Prefetch(Want{Key: "a/0"}, ClassRun); got != PrefetchQueued {
+	if got := c.Prefetch(Want{Key: "a/0"}, PriorityHigh); got != PrefetchQueued {
 		t.Fatalf("Prefetch = %v, want queued", got)
 	}
 	waitIdle(t, c)
-	if got := c.Prefetch(Want{Key: "a/0"}, ClassRun); got != PrefetchPresent {
+	if got := c.Prefetch(Want{Key: "a/0"}, PriorityHigh); got != PrefetchPresent {
 		t.Fatalf("second Prefetch = %v, want present", got)
 	}
 	if ps := c.PrefetchStats(); ps.UnreadBytes != entrySize("a/0", 5000) || ps.Bytes != 5000 {
@@ -61,7 +61,7 @@ func TestOpenJoinsPrefetchInFlight(t *testing.T) {
 	src.started = make(chan string, 4)
 	c := newTestCache(t, 1<<20, src)
 
-	c.Prefetch(Want{Key: "k"}, ClassBackground)
+	c.Prefetch(Want{Key: "k"}, PriorityLow)
 	<-src.started // the prefetch's request is running
 	got := make(chan []byte)
 	go func() {
@@ -79,7 +79,7 @@ func TestOpenJoinsPrefetchInFlight(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, fl := range c.flights {
-			return fl.waiters == 1 && fl.class == ClassDemand
+			return fl.waiters == 1 && fl.sched.prio == PriorityDemand
 		}
 		return false
 	})
@@ -106,8 +106,8 @@ func TestOpenStartsQueuedPrefetchAtOnce(t *testing.T) {
 	c.sched.fixedLimit = 1
 	c.mu.Unlock()
 
-	c.Prefetch(Want{Key: "busy"}, ClassLockstep) // takes the only slot
-	c.Prefetch(Want{Key: "queued"}, ClassRun)    // waits for it
+	c.Prefetch(Want{Key: "busy"}, PriorityUrgent) // takes the only slot
+	c.Prefetch(Want{Key: "queued"}, PriorityHigh) // waits for it
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r, err := c.Open(ctx, "queued") // must not wait for "busy"
@@ -127,7 +127,7 @@ func TestOpenStartsQueuedPrefetchAtOnce(t *testing.T) {
 
 func TestPrefetchPriorityOrder(t *testing.T) {
 	src := newMemSource()
-	for _, k := range []string{"demand", "bg1", "run1", "ls1", "bg2", "ls2"} {
+	for _, k := range []string{"demand", "low1", "high1", "urgent1", "low2", "urgent2"} {
 		src.put(k, 100)
 	}
 	gate := src.hold("demand")
@@ -149,16 +149,16 @@ func TestPrefetchPriorityOrder(t *testing.T) {
 		t.Fatalf("first request %q", k)
 	}
 	for _, p := range []struct {
-		key   string
-		class Class
-	}{{"bg1", ClassBackground}, {"run1", ClassRun}, {"ls1", ClassLockstep}, {"bg2", ClassBackground}, {"ls2", ClassLockstep}} {
-		if got := c.Prefetch(Want{Key: p.key}, p.class); got != PrefetchQueued {
+		key  string
+		prio Priority
+	}{{"low1", PriorityLow}, {"high1", PriorityHigh}, {"urgent1", PriorityUrgent}, {"low2", PriorityLow}, {"urgent2", PriorityUrgent}} {
+		if got := c.Prefetch(Want{Key: p.key}, p.prio); got != PrefetchQueued {
 			t.Fatalf("Prefetch(%s) = %v", p.key, got)
 		}
 	}
-	// bg2 is asked for again at a higher class: it moves up.
-	if got := c.Prefetch(Want{Key: "bg2"}, ClassRun); got != PrefetchPresent {
-		t.Fatalf("Prefetch(bg2) again = %v", got)
+	// low2 is asked for again at a higher priority: it moves up.
+	if got := c.Prefetch(Want{Key: "low2"}, PriorityHigh); got != PrefetchPresent {
+		t.Fatalf("Prefetch(low2) again = %v", got)
 	}
 	close(gate)
 	if err := <-opened; err != nil {
@@ -168,7 +168,7 @@ func TestPrefetchPriorityOrder(t *testing.T) {
 	for range 5 {
 		order = append(order, <-src.started)
 	}
-	want := []string{"ls1", "ls2", "run1", "bg2", "bg1"}
+	want := []string{"urgent1", "urgent2", "high1", "low2", "low1"}
 	if fmt.Sprint(order) != fmt.Sprint(want) {
 		t.Fatalf("order %v, want %v", order, want)
 	}
@@ -189,7 +189,7 @@ func TestUnreadPrefetchesAreProtected(t *testing.T) {
 
 	var queued, refused int
 	for _, k := range keys {
-		switch c.Prefetch(Want{Key: k}, ClassRun) {
+		switch c.Prefetch(Want{Key: k}, PriorityHigh) {
 		case PrefetchQueued:
 			queued++
 		case PrefetchRefused:
@@ -229,7 +229,7 @@ func TestDemandDisplacesUnreadPrefetchesWhenFull(t *testing.T) {
 	for i := range 10 {
 		k := fmt.Sprintf("k%02d", i)
 		src.put(k, n)
-		if c.Prefetch(Want{Key: k}, ClassRun) == PrefetchQueued {
+		if c.Prefetch(Want{Key: k}, PriorityHigh) == PrefetchQueued {
 			prefetched++
 		}
 		waitIdle(t, c)
@@ -368,8 +368,8 @@ func TestCloseEndsQueuedPrefetchesAndFeeds(t *testing.T) {
 	c.mu.Lock()
 	c.sched.fixedLimit = 1
 	c.mu.Unlock()
-	c.Prefetch(Want{Key: "held"}, ClassRun)
-	if got := c.Prefetch(Want{Key: "q"}, ClassRun); got != PrefetchQueued {
+	c.Prefetch(Want{Key: "held"}, PriorityHigh)
+	if got := c.Prefetch(Want{Key: "q"}, PriorityHigh); got != PrefetchQueued {
 		t.Fatalf("Prefetch(q) = %v", got)
 	}
 	f := c.AddFeed(func() (Want, bool) { return Want{Key: "q"}, true })
@@ -382,7 +382,7 @@ func TestCloseEndsQueuedPrefetchesAndFeeds(t *testing.T) {
 	if n := src.callsFor("q"); n != 0 {
 		t.Fatalf("queued key fetched %d times after Close", n)
 	}
-	if got := c.Prefetch(Want{Key: "x"}, ClassRun); got != PrefetchRefused {
+	if got := c.Prefetch(Want{Key: "x"}, PriorityHigh); got != PrefetchRefused {
 		t.Fatalf("Prefetch after Close = %v", got)
 	}
 }
@@ -441,15 +441,16 @@ func TestScheduleKeepsPipeFull(t *testing.T) {
 	s.ctl.rate[0], s.ctl.nrate = 50e6, 1 // bdp 2 MB
 	s.ctl.avgSize = 1e6
 	s.active = map[*flight]struct{}{}
-	start := func(class Class, hint int64) *flight {
-		fl := &flight{class: class, hint: hint}
+	start := func(prio Priority, hint int64) *flight {
+		fl := &flight{}
+		fl.sched.prio, fl.sched.hint = prio, hint
 		s.active[fl] = struct{}{}
-		s.running[class]++
+		s.running[prio]++
 		return fl
 	}
 	n := 0
-	for s.mayStartLocked(ClassBackground) {
-		start(ClassBackground, 1e6)
+	for s.mayStartLocked(PriorityLow) {
+		start(PriorityLow, 1e6)
 		n++
 	}
 	if n != 5 { // 2*bdp + avg = 5 MB of 1 MB objects
@@ -457,25 +458,25 @@ func TestScheduleKeepsPipeFull(t *testing.T) {
 	}
 	// Small objects count by their size, not their number.
 	for range 20 {
-		start(ClassBackground, 300).recv.Store(0)
+		start(PriorityLow, 300).sched.recv.Store(0)
 	}
-	if s.mayStartLocked(ClassBackground) {
+	if s.mayStartLocked(PriorityLow) {
 		t.Fatal("started past the pipe")
 	}
 	// Received bytes leave the pipe.
 	for fl := range s.active {
-		if fl.hint == 1e6 {
-			fl.recv.Store(1e6)
+		if fl.sched.hint == 1e6 {
+			fl.sched.recv.Store(1e6)
 		}
 	}
-	if !s.mayStartLocked(ClassBackground) {
+	if !s.mayStartLocked(PriorityLow) {
 		t.Fatal("pipe empty, yet nothing may start")
 	}
-	for s.mayStartLocked(ClassBackground) {
-		start(ClassBackground, 1e6)
+	for s.mayStartLocked(PriorityLow) {
+		start(PriorityLow, 1e6)
 	}
-	// Lockstep predictions (the reader's next chunks) are not held back.
-	if !s.mayStartLocked(ClassLockstep) {
-		t.Fatal("lockstep held back by the pipe")
+	// Urgent prefetches are not held back by the link budget.
+	if !s.mayStartLocked(PriorityUrgent) {
+		t.Fatal("an urgent prefetch held back by the pipe")
 	}
 }

@@ -321,7 +321,7 @@ func TestRangedPrefetch(t *testing.T) {
 			}
 			w := cache.Want{Key: "big/c/1/0", Version: version, Size: size}
 			if via == "sink" {
-				if res := sink.Prefetch(w, cache.ClassRun); res != cache.PrefetchQueued {
+				if res := sink.Prefetch(w, cache.PriorityHigh); res != cache.PrefetchQueued {
 					t.Fatalf("Prefetch = %v", res)
 				}
 			} else {

@@ -78,7 +78,7 @@ const (
 // Sink is what the planner needs from the cache: take one predicted object
 // at a priority class, or start a background feed of many.
 type Sink interface {
-	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 	StartFeed(next func() (cache.Want, bool)) FeedHandle
 }
 
@@ -91,7 +91,7 @@ type FeedHandle interface {
 
 // FeedCache is what CacheSink needs of the cache (*cache.Cache).
 type FeedCache interface {
-	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 	AddFeed(next func() (cache.Want, bool)) *cache.Feed
 }
 
@@ -100,7 +100,7 @@ var _ FeedCache = (*cache.Cache)(nil)
 // CacheSink adapts the cache to Sink.
 type CacheSink struct{ Cache FeedCache }
 
-func (s CacheSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+func (s CacheSink) Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult {
 	return s.Cache.Prefetch(w, class)
 }
 
@@ -252,7 +252,7 @@ func (p *Planner) buildLocked(store *store.Store) (stale []FeedHandle) {
 // slabReq is a slab to ask for at a class.
 type slabReq struct {
 	slab  int64
-	class cache.Class
+	class cache.Priority
 }
 
 // Access notes a lookup or open of the chunk at coords of arr (key as the
@@ -300,7 +300,7 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 		cancelFill.Cancel()
 	}
 	// Lockstep: the rest of this slab, every active array.
-	p.askSlab(active, s, cache.ClassLockstep, key)
+	p.askSlab(active, s, cache.PriorityUrgent, key)
 	for _, r := range reqs {
 		p.askSlab(active, r.slab, r.class, "")
 	}
@@ -480,7 +480,7 @@ func (p *Planner) runAhead(g *lockGroup, st *stream) []slabReq {
 		if s < 0 || s >= g.nslabs {
 			break
 		}
-		reqs = append(reqs, slabReq{slab: s, class: cache.ClassRun})
+		reqs = append(reqs, slabReq{slab: s, class: cache.PriorityHigh})
 		st.issued = s
 	}
 	return reqs
@@ -576,7 +576,7 @@ func itemSize(dtype string) int64 {
 
 // askSlab asks the cache for every chunk of slab s of arrays at class,
 // except skip (the chunk the reader is asking for itself).
-func (p *Planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip string) {
+func (p *Planner) askSlab(arrays []*arrayInfo, s int64, class cache.Priority, skip string) {
 	for _, a := range arrays {
 		if s >= a.grid[0] {
 			continue
@@ -598,7 +598,7 @@ func (p *Planner) askSlab(arrays []*arrayInfo, s int64, class cache.Class, skip 
 
 // ask asks the cache for key (of about est bytes) at class; with a
 // manifest, only keys that exist, at their version and size.
-func (p *Planner) ask(key string, est int64, class cache.Class) {
+func (p *Planner) ask(key string, est int64, class cache.Priority) {
 	w, ok := p.want(key, est)
 	if !ok {
 		return // a fill_value chunk: nothing stored
@@ -606,9 +606,9 @@ func (p *Planner) ask(key string, est int64, class cache.Class) {
 	if p.sink.Prefetch(w, class) == cache.PrefetchQueued {
 		p.mu.Lock()
 		switch class {
-		case cache.ClassLockstep:
+		case cache.PriorityUrgent:
 			p.stats.LockstepRequests++
-		case cache.ClassRun:
+		case cache.PriorityHigh:
 			p.stats.RunRequests++
 		}
 		p.mu.Unlock()
@@ -743,7 +743,7 @@ func (p *Planner) WarmSmallArrays() {
 	}
 	p.mu.Unlock()
 	for i, k := range keys {
-		p.ask(k, est[i], cache.ClassLockstep)
+		p.ask(k, est[i], cache.PriorityUrgent)
 	}
 }
 

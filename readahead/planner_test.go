@@ -26,10 +26,10 @@ type fakeSink struct {
 
 type askRec struct {
 	key   string
-	class cache.Class
+	class cache.Priority
 }
 
-func (s *fakeSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+func (s *fakeSink) Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult {
 	key := w.Key
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -54,7 +54,7 @@ func (s *fakeSink) StartFeed(next func() (cache.Want, bool)) FeedHandle {
 
 // take returns the keys asked for at class since the last take, and forgets
 // all records.
-func (s *fakeSink) take(class cache.Class) []string {
+func (s *fakeSink) take(class cache.Priority) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -118,17 +118,17 @@ func readXY(t *testing.T, p *Planner, store *store.Store, i int64) {
 func TestPlannerLockstep(t *testing.T) {
 	p, sink, store := newTestPlanner(t, 50, 1<<30)
 	read(t, p, store, xKey(17), 25000)
-	if got := sink.take(cache.ClassLockstep); !slices.Equal(got, []string{yKey(17)}) {
+	if got := sink.take(cache.PriorityUrgent); !slices.Equal(got, []string{yKey(17)}) {
 		t.Fatalf("lockstep after x[17]: %v, want y[17] only", got)
 	}
 	read(t, p, store, yKey(17), 100) // the same slab: nothing new
-	if got := sink.take(cache.ClassLockstep); len(got) != 0 {
+	if got := sink.take(cache.PriorityUrgent); len(got) != 0 {
 		t.Fatalf("lockstep after y[17]: %v", got)
 	}
 	// A slab of several chunks along the other axis: the rest of it.
 	read(t, p, store, "z/3.2", 4000)
 	want := []string{"z/3.0", "z/3.1", "z/3.3"}
-	if got := sink.take(cache.ClassLockstep); !slices.Equal(got, want) {
+	if got := sink.take(cache.PriorityUrgent); !slices.Equal(got, want) {
 		t.Fatalf("lockstep after z[3,2]: %v, want %v", got, want)
 	}
 }
@@ -139,7 +139,7 @@ func TestPlannerSequentialRunGrows(t *testing.T) {
 	var all []string
 	for i := int64(0); i < 8; i++ {
 		readXY(t, p, store, i)
-		got := sink.take(cache.ClassRun)
+		got := sink.take(cache.PriorityHigh)
 		all = append(all, got...)
 		ahead = append(ahead, len(got)/2) // x and y per slab
 	}
@@ -171,7 +171,7 @@ func TestPlannerRunWindowCappedByBudget(t *testing.T) {
 	maxAhead := 0
 	for i := int64(0); i < 20; i++ {
 		read(t, p, store, xKey(i), 1e6)
-		got := sink.take(cache.ClassRun)
+		got := sink.take(cache.PriorityHigh)
 		for _, k := range got {
 			var s int64
 			fmt.Sscanf(strings.TrimPrefix(k, "g/x/"), "%d", &s)
@@ -188,7 +188,7 @@ func TestPlannerStrided(t *testing.T) {
 	var steps [][]string
 	for _, i := range []int64{5, 8, 11, 14} {
 		readXY(t, p, store, i)
-		steps = append(steps, sink.take(cache.ClassRun))
+		steps = append(steps, sink.take(cache.PriorityHigh))
 	}
 	want := [][]string{
 		nil,
@@ -247,7 +247,7 @@ func TestPlannerShuffledTooLargePredictsOnly(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// Only what is predicted: the lockstep partner of each slab read.
-	got := sink.take(cache.ClassLockstep)
+	got := sink.take(cache.PriorityUrgent)
 	want := []string{yKey(31), yKey(7), yKey(44), yKey(12), yKey(3), yKey(27)}
 	if !slices.Equal(got, want) {
 		t.Fatalf("lockstep %v, want %v", got, want)
@@ -260,7 +260,7 @@ func TestPlannerTwoInterleavedReaders(t *testing.T) {
 	for i := int64(0); i < 6; i++ {
 		readXY(t, p, store, i)     // reader A from the start
 		readXY(t, p, store, 100+i) // reader B from the middle
-		runs = append(runs, sink.take(cache.ClassRun)...)
+		runs = append(runs, sink.take(cache.PriorityHigh)...)
 	}
 	for _, want := range []int64{1, 2, 6, 10, 102, 106, 110} {
 		if !slices.Contains(runs, xKey(want)) {
@@ -285,12 +285,12 @@ func TestPlannerTwoInterleavedReaders(t *testing.T) {
 func TestPlannerDropsArraysNotRead(t *testing.T) {
 	p, sink, store := newTestPlanner(t, 100, 1<<30)
 	read(t, p, store, xKey(40), 25000) // y is never read
-	if got := sink.take(cache.ClassLockstep); !slices.Equal(got, []string{yKey(40)}) {
+	if got := sink.take(cache.PriorityUrgent); !slices.Equal(got, []string{yKey(40)}) {
 		t.Fatalf("lockstep at the first slab %v, want the guess y[40]", got)
 	}
 	for _, i := range []int64{3, 77, 12} {
 		read(t, p, store, xKey(i), 25000)
-		if got := sink.take(cache.ClassLockstep); len(got) != 0 {
+		if got := sink.take(cache.PriorityUrgent); len(got) != 0 {
 			t.Fatalf("lockstep at x[%d]: %v, but y is not being read", i, got)
 		}
 	}
@@ -311,7 +311,7 @@ func TestPlannerDropsArraysNotRead(t *testing.T) {
 func TestPlannerWarmsSmallArrays(t *testing.T) {
 	p, sink, _ := newTestPlanner(t, 100, 1<<30)
 	p.WarmSmallArrays()
-	if got := sink.take(cache.ClassLockstep); !slices.Equal(got, []string{"g/lat/0"}) {
+	if got := sink.take(cache.PriorityUrgent); !slices.Equal(got, []string{"g/lat/0"}) {
 		t.Fatalf("warmed %v, want the coordinate array g/lat only", got)
 	}
 }

@@ -45,7 +45,7 @@ type expandJob struct {
 	key     string
 	version string // "" without a manifest: learned first
 	size    int64
-	class   cache.Class
+	class   cache.Priority
 }
 
 // blockWants returns the Wants of a predicted object, blocking for its
@@ -100,7 +100,7 @@ func (r *rangedObjects) prefetch(j expandJob) cache.PrefetchResult {
 	}
 }
 
-func (r *rangedObjects) queue(wants []cache.Want, class cache.Class) cache.PrefetchResult {
+func (r *rangedObjects) queue(wants []cache.Want, class cache.Priority) cache.PrefetchResult {
 	res := cache.PrefetchPresent
 	for _, w := range wants {
 		switch r.cache.Prefetch(w, class) {
@@ -205,7 +205,7 @@ type rangedSink struct {
 	fs    *FS
 }
 
-func (s rangedSink) Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult {
+func (s rangedSink) Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult {
 	if r := s.fs.ranged; w.Len == 0 {
 		if arr := s.fs.arrayOf(w.Key); r.handles(arr, w.Version, w.Size) {
 			return r.prefetch(expandJob{arr: arr, key: w.Key, version: w.Version, size: w.Size, class: class})

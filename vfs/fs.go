@@ -46,7 +46,7 @@ type Cache interface {
 	OpenVersion(ctx context.Context, key, version string) (*cache.Reader, error)
 	// OpenRange opens bytes [off, off+n) of that version: one block.
 	OpenRange(ctx context.Context, key, version string, off, n int64) (*cache.Reader, error)
-	Prefetch(w cache.Want, class cache.Class) cache.PrefetchResult
+	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 	AddFeed(next func() (cache.Want, bool)) *cache.Feed
 	PrefetchStats() cache.PrefetchStats
 	// MarkStale makes every entry be revalidated before its next Open.

@@ -192,10 +192,10 @@ func (h *rangedHandle) readahead(first, lastRead int) {
 	h.last = lastRead
 	h.mu.Unlock()
 	t := h.t
-	from, to, class := lastRead+1, lastRead+blockReadahead, cache.ClassRun
+	from, to, class := lastRead+1, lastRead+blockReadahead, cache.PriorityHigh
 	switch {
 	case !t.Sharded && first == 0:
-		to, class = len(t.Blocks)-1, cache.ClassLockstep
+		to, class = len(t.Blocks)-1, cache.PriorityUrgent
 	case !crossed:
 		return
 	}
