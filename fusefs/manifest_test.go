@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 )
 
 // TestDiscoverFromManifest serves each fixture store with the real
@@ -18,7 +19,7 @@ func TestDiscoverFromManifest(t *testing.T) {
 	for _, store := range []string{"zarr-python-2.13/fixture", "zarrita/v2/data.zarr", "zarrita/v3/data.zarr"} {
 		t.Run(store, func(t *testing.T) {
 			root := filepath.Join(fixtures, store)
-			srv, err := remote.NewServer(remote.ServerConfig{Dir: root, NoAuth: true})
+			srv, err := serve.New(serve.Config{Dir: root, NoAuth: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -398,7 +399,7 @@ func TestShardTableRejectsBadIndex(t *testing.T) {
 // crossed the network.
 func TestRangedReads(t *testing.T) {
 	dir := genShardStore(t)
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +525,7 @@ func TestRangedFallbacks(t *testing.T) {
 	})
 	t.Run("changed on the origin", func(t *testing.T) {
 		dir := genShardStore(t)
-		srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+		srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -553,7 +554,7 @@ func TestRangedFallbacks(t *testing.T) {
 // every block cached.
 func TestRangedPrefetch(t *testing.T) {
 	dir := genShardStore(t)
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

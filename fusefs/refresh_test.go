@@ -27,12 +27,13 @@ import (
 
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
 // The refresh logic is tested over a store in a temporary directory that
 // the test rewrites between refreshes. With a manifest, the directory is
-// served by the real `zarrfs serve` handler (remote.NewServer), so manifests
+// served by the real `zarrfs serve` handler (serve.New), so manifests
 // and versions are exactly what a mount sees; without one it is read like a
 // static origin with consolidated metadata.
 
@@ -124,7 +125,7 @@ func newTestOrigin(t *testing.T, dir string, manifest bool) *testOrigin {
 	if !manifest {
 		return o
 	}
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
