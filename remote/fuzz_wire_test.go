@@ -9,8 +9,9 @@ import (
 	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
-// The wire formats a lying or broken peer controls: the manifest stream and
-// the Content-Range a server sends, the Range header a client sends.
+// The wire formats a lying or broken server controls: the manifest stream
+// and the Content-Range it sends. (The Range header a client sends is
+// fuzzed in remote/serve.)
 
 func FuzzDecodeManifest(f *testing.F) {
 	valid := encodeManifest(f, []manifestEntry{

@@ -6,6 +6,8 @@ import (
 	"testing"
 )
 
+// The Range header a lying or broken client controls.
+
 func FuzzNormalizeRange(f *testing.F) {
 	for _, seed := range []struct {
 		h    string

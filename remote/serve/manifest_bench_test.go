@@ -9,7 +9,7 @@ package serve
 // index (at start, as `zarrfs serve` does) and serves from it, so its peak
 // includes the build.
 //
-//	go test -run '^$' -bench BenchmarkManifest1M -benchtime 3x ./remote/
+//	go test -run '^$' -bench BenchmarkManifest1M -benchtime 3x ./remote/serve/
 //
 // The store is generated once under $TMPDIR (sparse files: no disk space)
 // and removed at the end; with ZARRFS_MANIFEST_STORE=DIR it is generated

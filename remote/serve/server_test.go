@@ -310,14 +310,14 @@ func TestServerNoAuthAndConfig(t *testing.T) {
 		t.Errorf("--no-auth: %s, want 200", resp.Status)
 	}
 	if _, err := New(Config{Dir: served}); err == nil {
-		t.Error("NewServer without tokens and without NoAuth succeeded")
+		t.Error("New without tokens and without NoAuth succeeded")
 	}
 	ts, _ := NewTokenSet(testToken)
 	if _, err := New(Config{Dir: served, NoAuth: true, Tokens: ts}); err == nil {
-		t.Error("NewServer with tokens and NoAuth succeeded")
+		t.Error("New with tokens and NoAuth succeeded")
 	}
 	if _, err := New(Config{Dir: filepath.Join(served, "nope"), NoAuth: true}); err == nil {
-		t.Error("NewServer on a missing directory succeeded")
+		t.Error("New on a missing directory succeeded")
 	}
 }
 
