@@ -75,10 +75,6 @@ const (
 	// indexRetryAfter is how long a store whose index failed is walked per
 	// request before the index is tried again.
 	indexRetryAfter = time.Minute
-	// inotifyMask is what every watched directory reports.
-	inotifyMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_ATTRIB |
-		unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF |
-		unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
 )
 
 // indexUntrusted says why an index cannot be used; the store is walked

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
@@ -131,23 +130,6 @@ func (ix *manifestIndex) encodeDir(enc *wire.Encoder, d *idxDir, keyPfx, prefix 
 		}
 	}
 	return nil
-}
-
-// newManifestZstd is the compressor every manifest response uses. With
-// background set, each block is compressed and written on a goroutine of
-// the encoder while the caller fills the next one (the same bytes come
-// out): the compression then takes another core instead of adding to the
-// encode. Only for a w that may be written from another goroutine between
-// the caller's calls (a chunkBuffer, not an http.ResponseWriter, which the
-// encoder could still be writing to when a failed request's handler
-// returns).
-func newManifestZstd(w io.Writer, background bool) (*zstd.Encoder, error) {
-	conc := 1
-	if background {
-		conc = 2
-	}
-	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(conc),
-		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(true))
 }
 
 // compressedLocked encodes and compresses the manifest of prefix.

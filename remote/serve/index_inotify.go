@@ -19,6 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// inotifyMask is what every watched directory reports.
+const inotifyMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_ATTRIB |
+	unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF |
+	unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
+
 // maxQueuedEventBytes bounds the events read from the kernel but not yet
 // applied (while a request holds the index to encode); beyond it the index
 // is rebuilt, as after IN_Q_OVERFLOW. A variable for tests.
