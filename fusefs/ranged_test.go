@@ -23,6 +23,7 @@ import (
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/vfs"
 	"github.com/zarrfs/zarrfs/vfs/blocks"
 	"github.com/zarrfs/zarrfs/vfs/store"
@@ -150,7 +151,7 @@ func readAt(t *testing.T, h fusefs.Handle, off int64, n int) []byte {
 // crossed the network.
 func TestRangedReads(t *testing.T) {
 	dir := storetest.GenShardStore(t)
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestRangedFallbacks(t *testing.T) {
 	})
 	t.Run("changed on the origin", func(t *testing.T) {
 		dir := storetest.GenShardStore(t)
-		srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+		srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +306,7 @@ func TestRangedFallbacks(t *testing.T) {
 // every block cached.
 func TestRangedPrefetch(t *testing.T) {
 	dir := storetest.GenShardStore(t)
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/vfs"
 	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
@@ -35,7 +36,7 @@ import (
 
 // The refresh logic is tested over a store in a temporary directory that
 // the test rewrites between refreshes. With a manifest, the directory is
-// served by the real `zarrfs serve` handler (remote.NewServer), so manifests
+// served by the real `zarrfs serve` handler (serve.New), so manifests
 // and versions are exactly what a mount sees; without one it is read like a
 // static origin with consolidated metadata.
 
@@ -109,7 +110,7 @@ func newTestOrigin(t *testing.T, dir string, manifest bool) *testOrigin {
 	if !manifest {
 		return o
 	}
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
 // notFoundError is ErrNotFound's type: it matches io/fs.ErrNotExist so the
@@ -385,7 +387,7 @@ func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer
 			case resp.StatusCode != http.StatusOK:
 				return statusErrorOf(resp, u)
 			}
-			etag = strongETag(resp.Header.Get("ETag"))
+			etag = wire.StrongETag(resp.Header.Get("ETag"))
 			size = resp.ContentLength
 		} else if err := checkResume(resp, u, written, etag, &size); err != nil {
 			if errors.Is(err, ErrChanged) {
@@ -471,14 +473,6 @@ func parseContentRange(s string) (first, last, total int64, ok bool) {
 		return 0, 0, 0, false
 	}
 	return first, last, total, true
-}
-
-// strongETag returns etag if it is a strong entity tag, else "".
-func strongETag(etag string) string {
-	if len(etag) < 2 || etag[0] != '"' || etag[len(etag)-1] != '"' || strings.Contains(etag[1:len(etag)-1], `"`) {
-		return ""
-	}
-	return etag
 }
 
 // writeError marks a failure of the caller's writer, which is never retried.

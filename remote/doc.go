@@ -1,13 +1,19 @@
-// Package remote is zarrfs's wire protocol: it reads a zarr store from an
-// HTTP(S) origin (nginx, Apache, python -m http.server, Go's file server, an
-// object store, or `zarrfs serve`).
+// Package remote is the client side of zarrfs's wire: it reads a zarr store
+// from an origin. Origin is the interface the rest of zarrfs uses; the
+// HTTP(S) Client implements it for static origins (nginx, Apache, python -m
+// http.server, Go's file server, object stores over HTTPS) and for `zarrfs
+// serve`, and S3 or GCS origins implement it next to it (Open chooses by
+// the URL's scheme). Every backend is checked with the shared suite in
+// remote/origintest.
 //
 // The Client fetches whole objects (Get for small metadata documents, Fetch
-// for chunks streamed to a writer) and lists directories from the origin's
-// directory index (List, backed by the pure parser ParseIndex). Everything a
-// caller branches on is a sentinel error checked with errors.Is: ErrNotFound
-// (which also matches io/fs.ErrNotExist), ErrUnauthorized, ErrForbidden,
-// ErrUnreachable, ErrTLS, ErrNoListing and ErrChanged. Any other unexpected
+// for chunks streamed to a writer), ranges (FetchRange, FetchSuffix),
+// revalidates (FetchIfChanged), lists directories from the origin's
+// directory index (List, backed by the pure parser ParseIndex), and reads
+// `zarrfs serve`'s manifest into a Manifest. Everything a caller branches on
+// is a sentinel error checked with errors.Is: ErrNotFound (which also
+// matches io/fs.ErrNotExist), ErrUnauthorized, ErrForbidden, ErrUnreachable,
+// ErrTLS, ErrNoListing, ErrNoManifest and ErrChanged. Any other unexpected
 // HTTP status is a *StatusError.
 //
 // Transient failures (connection errors, stalls, 429, 5xx except 501) are
@@ -16,5 +22,11 @@
 // ETag, so the writer receives every byte exactly once or the call fails.
 //
 // The bearer token is sent in a header only: it never appears in a URL, a log
-// record or an error message.
+// record or an error message. With a pin (Options.Pin) the client accepts
+// exactly one certificate.
+//
+// It must not know the server: the server is package remote/serve, which
+// remote never imports; what both ends share (the manifest wire format, the
+// manifest's path, ETag spelling, certificate fingerprints) is package
+// remote/wire. Nor does it know about caches, mounts or zarr metadata.
 package remote

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
-// The wire formats a lying or broken peer controls: the manifest stream and
-// the Content-Range a server sends, the Range header a client sends.
+// The wire formats a lying or broken server controls: the manifest stream
+// and the Content-Range it sends. (The Range header a client sends is
+// fuzzed in remote/serve.)
 
 func FuzzDecodeManifest(f *testing.F) {
 	valid := encodeManifest(f, []manifestEntry{
@@ -20,10 +21,10 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(valid[:len(valid)/2])
 	f.Add(valid[:len(valid)-1])
 	f.Add(encodeManifest(f, nil))
-	f.Add([]byte(manifestMagic + "99\n"))
+	f.Add([]byte(wire.Magic + "99\n"))
 	f.Add([]byte("<html>not a manifest</html>"))
 	flipped := bytes.Clone(valid)
-	flipped[len(manifestMagic)+5] ^= 0x40
+	flipped[len(wire.Magic)+5] ^= 0x40
 	f.Add(flipped)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := decodeManifest(bytes.NewReader(data))
@@ -41,7 +42,7 @@ func FuzzDecodeManifest(f *testing.F) {
 			if i > 0 && e.key <= entries[i-1].key {
 				t.Fatalf("keys out of order: %q after %q", e.key, entries[i-1].key)
 			}
-			if !validManifestKey([]byte(e.key)) || e.size < 0 {
+			if !wire.ValidKey([]byte(e.key)) || e.size < 0 {
 				t.Fatalf("accepted entry %+v", e)
 			}
 			if size, v, ok := m.Lookup(e.key); !ok || size != e.size || v != e.version {
@@ -55,63 +56,6 @@ func FuzzDecodeManifest(f *testing.F) {
 		}
 		if got := manifestEntries(again); !slices.Equal(got, entries) {
 			t.Fatalf("round trip differs:\n got %v\nwant %v", got, entries)
-		}
-	})
-}
-
-func FuzzNormalizeRange(f *testing.F) {
-	for _, seed := range []struct {
-		h    string
-		size int64
-	}{
-		{"bytes=0-99", 1000}, {"bytes=-100", 50}, {"bytes=500-", 100}, {"Bytes = 1-2, 4-5", 10},
-		{"bytes=0-0,-1", 0}, {"bytes=99999999999999999999-", 10}, {"bytes=5-3", 10}, {"items=0-1", 10},
-		{"bytes=,,0-1,", 10}, {"bytes=-0", 10}, {"bytes=0-1,2-3,4-5,6-7,8-9,10-11,12-13,14-15,16-17", 100},
-	} {
-		f.Add(seed.h, seed.size)
-	}
-	f.Fuzz(func(t *testing.T, h string, size int64) {
-		if size < 0 {
-			size = -(size + 1)
-		}
-		out, ok := normalizeRange(h, size)
-		if !ok {
-			return
-		}
-		set, found := strings.CutPrefix(out, "bytes=")
-		if !found || set == "" {
-			t.Fatalf("normalizeRange(%q, %d) = %q", h, size, out)
-		}
-		specs := strings.Split(set, ",")
-		if len(specs) > maxRanges {
-			t.Fatalf("%d ranges kept of %q", len(specs), h)
-		}
-		if set == strconv.FormatInt(size, 10)+"-" {
-			return // nothing satisfiable: ServeContent answers 416
-		}
-		for _, spec := range specs {
-			first, last, _ := strings.Cut(spec, "-")
-			if first == "" {
-				n, err := strconv.ParseInt(last, 10, 64)
-				if err != nil || n < 1 || n > max(size, 1) {
-					t.Fatalf("suffix %q of %d bytes from %q", spec, size, h)
-				}
-				continue
-			}
-			a, err := strconv.ParseInt(first, 10, 64)
-			if err != nil || a < 0 || a >= size {
-				t.Fatalf("range %q of %d bytes from %q", spec, size, h)
-			}
-			if last != "" {
-				b, err := strconv.ParseInt(last, 10, 64)
-				if err != nil || b < a || b >= size {
-					t.Fatalf("range %q of %d bytes from %q", spec, size, h)
-				}
-			}
-		}
-		// Cleaning is idempotent.
-		if again, ok := normalizeRange(out, size); !ok || again != out {
-			t.Fatalf("normalizeRange(%q) = %q, %v; want it unchanged", out, again, ok)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
 // zstdMagic starts every zstd frame.
@@ -58,13 +59,13 @@ func (c *Client) RefreshManifest(ctx context.Context, prev *Manifest, prefix str
 }
 
 func (c *Client) fetchManifest(ctx context.Context, prefix, ifNoneMatch string) (m *Manifest, notModified bool, err error) {
-	u := c.base + ManifestPath
+	u := c.base + wire.ManifestPath
 	if prefix != "" {
 		u += "?prefix=" + url.QueryEscape(prefix)
 	}
 	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, _ *retryState) error {
 		m, notModified = nil, false
-		hdr := http.Header{"Accept": {ManifestContentType}}
+		hdr := http.Header{"Accept": {wire.ContentType}}
 		if ifNoneMatch != "" {
 			hdr.Set("If-None-Match", ifNoneMatch)
 		}
@@ -92,7 +93,7 @@ func (c *Client) fetchManifest(ctx context.Context, prefix, ifNoneMatch string) 
 			return statusErrorOf(resp, u)
 		}
 		body := &recordingReader{r: resp.Body}
-		got, err := readManifestBody(body)
+		got, err := ReadManifest(body)
 		switch {
 		case body.err != nil:
 			return c.transportError(resp.Request.Context(), http.MethodGet, u, body.err)
@@ -110,12 +111,14 @@ func (c *Client) fetchManifest(ctx context.Context, prefix, ifNoneMatch string) 
 	return m, notModified, nil
 }
 
-var errNotZstd = errors.New("not a zstd stream")
+// errNotZstd: the body is not a zstd stream, so not a manifest.
+var errNotZstd = fmt.Errorf("%w: not a zstd stream", ErrNoManifest)
 
-// readManifestBody decodes a manifest response body. Its errors are
-// errNotZstd, ErrNoManifest (another format or version), ErrBadManifest
-// (a damaged stream), a *ManifestServerError, or r's own read error.
-func readManifestBody(r io.Reader) (*Manifest, error) {
+// ReadManifest decodes a manifest response body (the zstd stream, as a
+// captured response holds it). Its errors wrap ErrNoManifest (not a zstd
+// stream, another format or version) or ErrBadManifest (a damaged stream),
+// or are a *ManifestServerError or r's own read error.
+func ReadManifest(r io.Reader) (*Manifest, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(len(zstdMagic))
 	if !bytes.Equal(head, zstdMagic) {

@@ -14,6 +14,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
 // ErrRangesUnsupported: the origin answered a range request with the whole
@@ -100,7 +102,7 @@ func (c *Client) fetchPiece(ctx context.Context, key, version string, off, n int
 		if !ok {
 			return permanent(fmt.Errorf("GET %s: unusable Content-Range %q in a 206 answer", u, resp.Header.Get("Content-Range")))
 		}
-		if tag := strongETag(resp.Header.Get("ETag")); etag == "" {
+		if tag := wire.StrongETag(resp.Header.Get("ETag")); etag == "" {
 			etag = tag
 		} else if tag != "" && tag != etag {
 			return permanent(fmt.Errorf("GET %s: %w: ETag %s, want %s", u, ErrChanged, tag, etag))

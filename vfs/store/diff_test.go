@@ -12,6 +12,7 @@ import (
 
 	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
@@ -29,7 +30,7 @@ func manifestOf(t *testing.T, dir string, files map[string]string) *remote.Manif
 		}
 		storetest.WriteReplacing(t, p, v)
 	}
-	srv, err := remote.NewServer(remote.ServerConfig{Dir: dir, NoAuth: true})
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

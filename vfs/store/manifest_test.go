@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
@@ -19,7 +20,7 @@ func TestDiscoverFromManifest(t *testing.T) {
 	for _, storeDir := range []string{"zarr-python-2.13/fixture", "zarrita/v2/data.zarr", "zarrita/v3/data.zarr"} {
 		t.Run(storeDir, func(t *testing.T) {
 			root := filepath.Join(fixtures, storeDir)
-			srv, err := remote.NewServer(remote.ServerConfig{Dir: root, NoAuth: true})
+			srv, err := serve.New(serve.Config{Dir: root, NoAuth: true})
 			if err != nil {
 				t.Fatal(err)
 			}

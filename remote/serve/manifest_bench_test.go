@@ -1,4 +1,4 @@
-package remote
+package serve
 
 // The manifest benchmark: a generated store of ZARRFS_MANIFEST_KEYS keys
 // (default 1,000,000: one array of 1000×1000 chunks named "i.j", all in
@@ -9,7 +9,7 @@ package remote
 // index (at start, as `zarrfs serve` does) and serves from it, so its peak
 // includes the build.
 //
-//	go test -run '^$' -bench BenchmarkManifest1M -benchtime 3x ./remote/
+//	go test -run '^$' -bench BenchmarkManifest1M -benchtime 3x ./remote/serve/
 //
 // The store is generated once under $TMPDIR (sparse files: no disk space)
 // and removed at the end; with ZARRFS_MANIFEST_STORE=DIR it is generated
@@ -34,6 +34,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,8 +108,8 @@ func (d *discardResponse) Flush()                      {}
 func TestManifestSmallStore(t *testing.T) {
 	const n = 2500
 	store := genStore(t, t.TempDir(), n)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: store, NoAuth: true})
-	c, err := New(base, Options{})
+	_, base, _ := newTestServer(t, Config{Dir: store, NoAuth: true})
+	c, err := remote.New(base, remote.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,18 +160,18 @@ func BenchmarkManifest1M(b *testing.B) {
 	}
 
 	// Capture one manifest for the parse benchmark.
-	s, err := NewServer(ServerConfig{Dir: store, NoAuth: true})
+	s, err := New(Config{Dir: store, NoAuth: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
 	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, httptest.NewRequest("GET", "/"+ManifestPath, nil))
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/"+wire.ManifestPath, nil))
 	body := rec.Body.Bytes()
 	b.Logf("manifest: %d keys, %.1f MB compressed (%.1f bytes per key)", n+2, float64(len(body))/1e6, float64(len(body))/float64(n+2))
 
 	serve := func(b *testing.B, s *Server, inm string) *discardResponse {
-		req := httptest.NewRequest("GET", "/"+ManifestPath, nil)
+		req := httptest.NewRequest("GET", "/"+wire.ManifestPath, nil)
 		if inm != "" {
 			req.Header.Set("If-None-Match", inm)
 		}
@@ -215,7 +217,7 @@ func BenchmarkManifest1M(b *testing.B) {
 	// stat per file, watches) and the first manifest encoded.
 	b.Run("serve-cold", func(b *testing.B) {
 		for b.Loop() {
-			sc, err := NewServer(ServerConfig{Dir: store, NoAuth: true})
+			sc, err := New(Config{Dir: store, NoAuth: true})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -229,7 +231,7 @@ func BenchmarkManifest1M(b *testing.B) {
 	// The per-request walk, which stores the index cannot be trusted with
 	// (symlinks, remote file systems) still get.
 	b.Run("serve-walk", func(b *testing.B) {
-		sw, err := NewServer(ServerConfig{Dir: store, NoAuth: true})
+		sw, err := New(Config{Dir: store, NoAuth: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -243,14 +245,14 @@ func BenchmarkManifest1M(b *testing.B) {
 		}
 	})
 	b.Run("client-parse", func(b *testing.B) {
-		var m *Manifest
+		var m *remote.Manifest
 		for b.Loop() {
 			var err error
-			if m, err = readManifestBody(bytes.NewReader(body)); err != nil {
+			if m, err = remote.ReadManifest(bytes.NewReader(body)); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(m.memoryBytes())/1e6, "MB-manifest")
+		b.ReportMetric(float64(m.MemoryBytes())/1e6, "MB-manifest")
 	})
 	b.Run("processes", func(b *testing.B) {
 		srv := helperProcess(b, "serve", "ZARRFS_HELPER_DIR="+store)
@@ -316,7 +318,7 @@ func helperProcess(tb testing.TB, role string, env ...string) *helper {
 func TestManifestBenchHelper(t *testing.T) {
 	switch os.Getenv("ZARRFS_HELPER") {
 	case "serve":
-		s, err := NewServer(ServerConfig{Dir: os.Getenv("ZARRFS_HELPER_DIR"), NoAuth: true})
+		s, err := New(Config{Dir: os.Getenv("ZARRFS_HELPER_DIR"), NoAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,12 +338,12 @@ func TestManifestBenchHelper(t *testing.T) {
 		fmt.Printf("maxrss_mb=%.1f\n", peakRSSMB())
 		os.Exit(0) // keep the test framework's PASS line out of the parent's parse
 	case "client":
-		c, err := New(os.Getenv("ZARRFS_HELPER_URL"), Options{})
+		c, err := remote.New(os.Getenv("ZARRFS_HELPER_URL"), remote.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rounds, _ := strconv.Atoi(os.Getenv("ZARRFS_HELPER_N"))
-		var m *Manifest
+		var m *remote.Manifest
 		firstRSS := 0.0
 		start := time.Now()
 		for i := range max(rounds, 1) {

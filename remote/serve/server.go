@@ -1,4 +1,4 @@
-package remote
+package serve
 
 // The `zarrfs serve` HTTP server: a read-only origin for zarr stores.
 //
@@ -12,35 +12,32 @@ package remote
 // own endpoints (the manifest) and never names a file.
 //
 // Concurrency: serving files takes no locks. The manifest's indexes have
-// their own (lock order in manifest_index.go). Manifest walks, index builds
+// their own (lock order in index.go). Manifest walks, index builds
 // and encodes, the only work whose memory grows with the store, are bounded
 // by a semaphore channel (manifestSlots).
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"html"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/zarrfs/zarrfs/remote/wire"
 	"golang.org/x/net/netutil"
 )
 
-// ServerConfig configures a Server.
-type ServerConfig struct {
+// Config configures a Server.
+type Config struct {
 	// Dir is the served directory: one store, or a directory of stores.
 	Dir string
 	// Tokens are the accepted bearer tokens. Required unless NoAuth.
@@ -70,16 +67,16 @@ type ServerConfig struct {
 // Server serves a directory read-only over HTTP. It is an http.Handler;
 // Serve runs it on a listener with the configured limits.
 type Server struct {
-	cfg           ServerConfig
+	cfg           Config
 	root          *os.Root
 	log           *slog.Logger
 	manifestSlots chan struct{}
 	now           func() time.Time
-	indexes       *indexSet // manifest indexes (manifest_index.go)
+	indexes       *indexSet // manifest indexes (index.go)
 }
 
-// NewServer opens cfg.Dir for serving. Close releases it.
-func NewServer(cfg ServerConfig) (*Server, error) {
+// New opens cfg.Dir for serving. Close releases it.
+func New(cfg Config) (*Server, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("serve: no directory given")
 	}
@@ -173,13 +170,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config
 	return nil
 }
 
-// reservedSegment is the path segment of the server's own endpoints.
-const reservedSegment = ".zarrfs"
-
-// ManifestPath is the manifest endpoint below a store's (or any served
-// directory's) URL: GET <dir-url>/.zarrfs/manifest.
-const ManifestPath = ".zarrfs/manifest"
-
 // ServeHTTP answers one request: 405 for other methods than GET and HEAD,
 // 400 for a credential in the URL or a path that could leave the directory,
 // 401 without a valid token, then the manifest, a directory index (paths
@@ -215,7 +205,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for i, seg := range segs {
-		if seg != reservedSegment {
+		if seg != wire.ReservedSegment {
 			continue
 		}
 		if i == len(segs)-2 && segs[i+1] == "manifest" && !isDir {
@@ -313,7 +303,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, segs []string
 		return
 	}
 	h := w.Header()
-	h.Set("ETag", FileETag(st))
+	h.Set("ETag", wire.FileETag(st))
 	h.Set("Content-Type", contentTypeOf(segs[len(segs)-1]))
 	normalizeRangeHeaders(r, fi.Size(), fi.ModTime(), s.now())
 	http.ServeContent(w, r, "", fi.ModTime(), f)
@@ -334,269 +324,4 @@ func contentTypeOf(name string) string {
 		return "application/json"
 	}
 	return "application/octet-stream"
-}
-
-// FileETag is the strong ETag `zarrfs serve` gives a file, as sent in the
-// ETag header and in the manifest: a 64-bit FNV-1a hash of the inode
-// number, size, modification time and change time (nanoseconds), in hex.
-//
-// Like nginx's (mtime, size) it changes whenever the file is rewritten in
-// place; the inode catches a replacement by rename that keeps size and
-// mtime (cp -p, rsync -t), and the change time, which no user can set,
-// catches an in-place rewrite whose mtime was restored (touch -d, rsync
-// --inplace -t). It may also change when nothing did (chmod, chown, a new
-// hard link, restoring a backup): that costs one re-fetch, never wrong data.
-// The device number is left out so that a reboot that renumbers devices
-// does not invalidate every client's cache.
-func FileETag(st *syscall.Stat_t) string {
-	b := fileETag(st)
-	return string(b[:])
-}
-
-func fileETag(st *syscall.Stat_t) [18]byte { return etagOfHash(etagHash(st)) }
-
-// maxRanges bounds the ranges of one request; more are ignored (RFC 9110
-// 14.2 lets a server ignore Range), which also defeats requests for many
-// tiny overlapping ranges.
-const maxRanges = 16
-
-// normalizeRangeHeaders rewrites Range and If-Range where RFC 9110 asks more
-// than http.ServeContent does, so ServeContent sees only cases it handles
-// right:
-//   - a Range of another unit than bytes (MUST ignore, 14.2), a malformed
-//     one, or one with more than maxRanges ranges is ignored: full 200;
-//   - If-Range with a date is honoured only when Last-Modified is at least
-//     one second older than now, i.e. a strong validator (13.1.5);
-//     otherwise the Range is ignored;
-//   - a range set with no satisfiable range (every first-pos at or past the
-//     end, or only zero-length suffixes; 14.1.1) becomes one ServeContent
-//     answers with 416 and "Content-Range: bytes */size" (after it has
-//     evaluated the preconditions, which come first);
-//   - positions beyond int64 are clamped, not rejected;
-//   - on an empty file no range can select a byte: ServeContent ignores
-//     Range there (full 200, which 14.2 allows), and a suffix range is
-//     dropped here for the same answer.
-func normalizeRangeHeaders(r *http.Request, size int64, modtime, now time.Time) {
-	rng := r.Header.Get("Range")
-	if rng == "" {
-		return
-	}
-	if ir := r.Header.Get("If-Range"); ir != "" && !strings.HasPrefix(ir, `"`) && !strings.HasPrefix(ir, "W/") {
-		if _, err := http.ParseTime(ir); err != nil || !modtime.Before(now.Add(-time.Second)) {
-			r.Header.Del("Range")
-			r.Header.Del("If-Range")
-			return
-		}
-	}
-	out, ok := normalizeRange(rng, size)
-	if !ok {
-		r.Header.Del("Range")
-		return
-	}
-	r.Header.Set("Range", out)
-}
-
-// normalizeRange returns a cleaned Range value for a representation of
-// size bytes, or ok=false if the header is to be ignored.
-func normalizeRange(h string, size int64) (string, bool) {
-	unit, set, found := strings.Cut(h, "=")
-	if !found || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return "", false
-	}
-	var (
-		specs       []string
-		n           int
-		sawSpec     bool
-		sawSuffixOn bool // a non-zero suffix range (relevant to empty files)
-	)
-	for spec := range strings.SplitSeq(set, ",") {
-		spec = strings.Trim(spec, " \t")
-		if spec == "" {
-			continue // RFC 9110 list syntax allows empty elements
-		}
-		if n++; n > maxRanges {
-			return "", false
-		}
-		sawSpec = true
-		first, last, found := strings.Cut(spec, "-")
-		if !found {
-			return "", false
-		}
-		first, last = strings.Trim(first, " \t"), strings.Trim(last, " \t")
-		if first == "" {
-			suffix, ok := parsePos(last)
-			if !ok {
-				return "", false
-			}
-			if suffix == 0 {
-				continue // unsatisfiable
-			}
-			sawSuffixOn = true
-			specs = append(specs, "-"+strconv.FormatInt(min(suffix, max(size, 1)), 10))
-			continue
-		}
-		a, ok := parsePos(first)
-		if !ok {
-			return "", false
-		}
-		b := int64(-1)
-		if last != "" {
-			if b, ok = parsePos(last); !ok || b < a {
-				return "", false
-			}
-		}
-		if a >= size {
-			continue // unsatisfiable
-		}
-		if b < 0 {
-			specs = append(specs, strconv.FormatInt(a, 10)+"-")
-		} else {
-			specs = append(specs, strconv.FormatInt(a, 10)+"-"+strconv.FormatInt(min(b, size-1), 10))
-		}
-	}
-	switch {
-	case !sawSpec:
-		return "", false
-	case size == 0 && sawSuffixOn:
-		return "", false
-	case len(specs) == 0:
-		// ServeContent answers this one with 416 and Content-Range */size.
-		return "bytes=" + strconv.FormatInt(size, 10) + "-", true
-	}
-	return "bytes=" + strings.Join(specs, ","), true
-}
-
-// parsePos parses 1*DIGIT, clamping values beyond int64.
-func parsePos(s string) (int64, bool) {
-	if s == "" {
-		return 0, false
-	}
-	var v int64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		if v > (1<<63-1-9)/10 {
-			v = 1<<63 - 1
-			continue
-		}
-		v = v*10 + int64(c-'0')
-	}
-	return v, true
-}
-
-// serveIndex lists a directory as HTML, streamed in batches so that a
-// directory of a million chunks costs little memory. Entries come in
-// directory order (clients sort). Symlinks are listed if they resolve
-// inside the root; ".zarrfs" is not listed.
-func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, dir *os.File, segs []string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	if r.Method == http.MethodHead {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	title := "/" + strings.Join(segs, "/")
-	if len(segs) > 0 {
-		title += "/"
-	}
-	bw := bufio.NewWriterSize(w, 32<<10)
-	fmt.Fprintf(bw, "<!doctype html>\n<meta charset=\"utf-8\">\n<title>%s</title>\n<h1>%s</h1>\n<pre>\n", html.EscapeString(title), html.EscapeString(title))
-	if len(segs) > 0 {
-		io.WriteString(bw, "<a href=\"../\">../</a>\n")
-	}
-	for {
-		ents, err := dir.ReadDir(1024)
-		for _, e := range ents {
-			name := e.Name()
-			if name == reservedSegment {
-				continue
-			}
-			isDir := e.IsDir()
-			switch t := e.Type(); {
-			case t&fs.ModeSymlink != 0:
-				fi, err := s.root.Stat(path.Join(append(append([]string(nil), segs...), name)...))
-				if err != nil || !(fi.IsDir() || fi.Mode().IsRegular()) {
-					continue // dangling, or it leads out of the served directory
-				}
-				isDir = fi.IsDir()
-			case !t.IsDir() && !t.IsRegular():
-				continue // FIFOs, sockets, devices are never served
-			}
-			href := url.PathEscape(name)
-			if isDir {
-				href += "/"
-				name += "/"
-			}
-			fmt.Fprintf(bw, "<a href=\"%s\">%s</a>\n", html.EscapeString(href), html.EscapeString(name))
-		}
-		if err == io.EOF || len(ents) == 0 {
-			break
-		}
-		if err != nil {
-			s.log.Warn("serve: listing cut short", "path", r.URL.EscapedPath(), "error", err.Error())
-			panic(http.ErrAbortHandler) // the client must not take a partial listing for the whole
-		}
-	}
-	io.WriteString(bw, "</pre>\n")
-	_ = bw.Flush()
-}
-
-// loggingWriter records the status and body bytes of a response for the
-// access log. It keeps the io.ReaderFrom fast path (sendfile) of the
-// underlying writer.
-type loggingWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *loggingWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *loggingWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *loggingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		n, err := rf.ReadFrom(r)
-		w.bytes += n
-		return n, err
-	}
-	n, err := io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
-	w.bytes += n
-	return n, err
-}
-
-func (w *loggingWriter) Flush() {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *loggingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *loggingWriter) statusCode() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
 }

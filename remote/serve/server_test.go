@@ -1,4 +1,4 @@
-package remote
+package serve
 
 import (
 	"bufio"
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/zarrfs/zarrfs/internal/testutil"
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
 const (
@@ -91,7 +93,7 @@ func serverTree(t testing.TB) string {
 
 // newTestServer serves dir over plain HTTP through httptest and returns
 // the server's base URL and the access log.
-func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string, *testutil.SyncBuffer) {
+func newTestServer(t testing.TB, cfg Config) (*Server, string, *testutil.SyncBuffer) {
 	t.Helper()
 	logBuf := &testutil.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
@@ -102,7 +104,7 @@ func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string, *testutil.S
 		}
 		cfg.Tokens = ts
 	}
-	s, err := NewServer(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +149,7 @@ func authHdr() map[string]string { return map[string]string{"Authorization": "Be
 
 func TestServerRefusesEscapes(t *testing.T) {
 	served := serverTree(t)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served})
+	_, base, _ := newTestServer(t, Config{Dir: served})
 	targets := []string{
 		"/../outside/secret.txt",
 		"/../served-sibling.txt",
@@ -203,7 +205,7 @@ func TestServerRefusesEscapes(t *testing.T) {
 
 func TestServerServesInside(t *testing.T) {
 	served := serverTree(t)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served})
+	_, base, _ := newTestServer(t, Config{Dir: served})
 	tests := []struct{ target, want string }{
 		{"/store.zarr/.zgroup", `{"zarr_format": 2}`},
 		{"/store.zarr/.zattrs", `{}`},
@@ -228,7 +230,7 @@ func TestServerServesInside(t *testing.T) {
 		t.Fatalf("listing: %s", resp.Status)
 	}
 	u, _ := http.NewRequest("GET", base+"/store.zarr/", nil)
-	entries, err := ParseIndex(u.URL, resp.Header.Get("Content-Type"), strings.NewReader(body))
+	entries, err := remote.ParseIndex(u.URL, resp.Header.Get("Content-Type"), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +250,7 @@ func TestServerServesInside(t *testing.T) {
 
 func TestServerAuth(t *testing.T) {
 	served := serverTree(t)
-	_, base, logs := newTestServer(t, ServerConfig{Dir: served})
+	_, base, logs := newTestServer(t, Config{Dir: served})
 	tests := []struct {
 		name   string
 		target string
@@ -303,25 +305,25 @@ func TestServerAuth(t *testing.T) {
 
 func TestServerNoAuthAndConfig(t *testing.T) {
 	served := serverTree(t)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served, NoAuth: true})
+	_, base, _ := newTestServer(t, Config{Dir: served, NoAuth: true})
 	if resp, _ := rawRequest(t, base, "GET", "/store.zarr/.zgroup", nil); resp.StatusCode != 200 {
 		t.Errorf("--no-auth: %s, want 200", resp.Status)
 	}
-	if _, err := NewServer(ServerConfig{Dir: served}); err == nil {
-		t.Error("NewServer without tokens and without NoAuth succeeded")
+	if _, err := New(Config{Dir: served}); err == nil {
+		t.Error("New without tokens and without NoAuth succeeded")
 	}
 	ts, _ := NewTokenSet(testToken)
-	if _, err := NewServer(ServerConfig{Dir: served, NoAuth: true, Tokens: ts}); err == nil {
-		t.Error("NewServer with tokens and NoAuth succeeded")
+	if _, err := New(Config{Dir: served, NoAuth: true, Tokens: ts}); err == nil {
+		t.Error("New with tokens and NoAuth succeeded")
 	}
-	if _, err := NewServer(ServerConfig{Dir: filepath.Join(served, "nope"), NoAuth: true}); err == nil {
-		t.Error("NewServer on a missing directory succeeded")
+	if _, err := New(Config{Dir: filepath.Join(served, "nope"), NoAuth: true}); err == nil {
+		t.Error("New on a missing directory succeeded")
 	}
 }
 
 func TestServerMethods(t *testing.T) {
 	served := serverTree(t)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served})
+	_, base, _ := newTestServer(t, Config{Dir: served})
 	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK"} {
 		for _, hdr := range []map[string]string{nil, authHdr()} {
 			resp, _ := rawRequest(t, base, m, "/store.zarr/a/0.0", hdr)
@@ -356,10 +358,10 @@ func TestServerConditionalAndRange(t *testing.T) {
 	if err := os.Chtimes(future, inAnHour, inAnHour); err != nil {
 		t.Fatal(err)
 	}
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served})
+	_, base, _ := newTestServer(t, Config{Dir: served})
 	first, _ := rawRequest(t, base, "GET", "/store.zarr/a/0.0", authHdr())
 	etag, lastMod := first.Header.Get("ETag"), first.Header.Get("Last-Modified")
-	if strongETag(etag) == "" {
+	if wire.StrongETag(etag) == "" {
 		t.Fatalf("ETag %q is not a strong entity tag", etag)
 	}
 	if lastMod != hourAgo.UTC().Format(http.TimeFormat) {
@@ -500,42 +502,11 @@ func checkMultipart(t *testing.T, resp *http.Response, body string, parts, range
 	}
 }
 
-func TestFileETag(t *testing.T) {
-	base := syscall.Stat_t{Ino: 42, Size: 1000, Mtim: syscall.Timespec{Sec: 1700000000, Nsec: 5}, Ctim: syscall.Timespec{Sec: 1700000001, Nsec: 7}}
-	tests := []struct {
-		name   string
-		change func(st *syscall.Stat_t)
-	}{
-		{"inode", func(st *syscall.Stat_t) { st.Ino++ }},
-		{"size", func(st *syscall.Stat_t) { st.Size++ }},
-		{"mtime ns", func(st *syscall.Stat_t) { st.Mtim.Nsec++ }},
-		{"mtime s", func(st *syscall.Stat_t) { st.Mtim.Sec++ }},
-		{"ctime ns", func(st *syscall.Stat_t) { st.Ctim.Nsec++ }},
-		{"ctime s", func(st *syscall.Stat_t) { st.Ctim.Sec++ }},
-	}
-	e0 := FileETag(&base)
-	if strongETag(e0) == "" || len(e0) != 18 {
-		t.Fatalf("FileETag %q: want a quoted 16-digit strong ETag", e0)
-	}
-	same := base
-	same.Dev, same.Nlink, same.Atim = 99, 3, syscall.Timespec{Sec: 5}
-	if FileETag(&same) != e0 {
-		t.Error("the ETag depends on device, link count or atime")
-	}
-	for _, tc := range tests {
-		st := base
-		tc.change(&st)
-		if FileETag(&st) == e0 {
-			t.Errorf("changing the %s keeps the ETag %s", tc.name, e0)
-		}
-	}
-}
-
 // TestServerETagFollowsContent: replacing a file by rename with the same
 // size and mtime (what rsync -t and cp -p leave) changes the ETag.
 func TestServerETagFollowsContent(t *testing.T) {
 	served := serverTree(t)
-	_, base, _ := newTestServer(t, ServerConfig{Dir: served})
+	_, base, _ := newTestServer(t, Config{Dir: served})
 	p := filepath.Join(served, "store.zarr", "a", "0.0")
 	fi, _ := os.Stat(p)
 	r1, _ := rawRequest(t, base, "HEAD", "/store.zarr/a/0.0", authHdr())
@@ -623,7 +594,7 @@ func serveOn(t *testing.T, s *Server) (addr string, stop func() error) {
 func TestServerCutsSlowHeaders(t *testing.T) {
 	served := serverTree(t)
 	ts, _ := NewTokenSet(testToken)
-	s, err := NewServer(ServerConfig{Dir: served, Tokens: ts, ReadHeaderTimeout: 300 * time.Millisecond})
+	s, err := New(Config{Dir: served, Tokens: ts, ReadHeaderTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -653,7 +624,7 @@ func TestServerCutsSlowHeaders(t *testing.T) {
 
 func TestServerConnectionCap(t *testing.T) {
 	served := serverTree(t)
-	s, err := NewServer(ServerConfig{Dir: served, NoAuth: true, MaxConns: 2})
+	s, err := New(Config{Dir: served, NoAuth: true, MaxConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -694,7 +665,7 @@ func TestServerGracefulShutdown(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(served, "store.zarr", "big"), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewServer(ServerConfig{Dir: served, NoAuth: true})
+	s, err := New(Config{Dir: served, NoAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

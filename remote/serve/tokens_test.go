@@ -1,4 +1,4 @@
-package remote
+package serve
 
 import (
 	"errors"

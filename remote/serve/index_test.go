@@ -1,4 +1,4 @@
-package remote
+package serve
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/zarrfs/zarrfs/internal/testutil"
+	"github.com/zarrfs/zarrfs/remote/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,7 +30,7 @@ import (
 func indexTestServer(t testing.TB, dir string) (*Server, *testutil.SyncBuffer) {
 	t.Helper()
 	logBuf := &testutil.SyncBuffer{}
-	s, err := NewServer(ServerConfig{Dir: dir, NoAuth: true, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+	s, err := New(Config{Dir: dir, NoAuth: true, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,15 +48,15 @@ func walkBytes(t testing.TB, s *Server, base, prefix string) []byte {
 	}
 	defer f.Close()
 	var buf bytes.Buffer
-	enc := newManifestEncoder(&buf)
-	if err := enc.header(); err != nil {
+	enc := wire.NewEncoder(&buf)
+	if err := enc.WriteHeader(); err != nil {
 		t.Fatal(err)
 	}
 	wk := &manifestWalker{s: s, ctx: context.Background(), prefix: prefix, enc: enc}
 	if err := wk.walk(f, rel, ""); err != nil {
 		t.Fatalf("walk: %v", err)
 	}
-	if err := enc.end(); err != nil {
+	if err := enc.End(); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -104,7 +104,7 @@ func indexBytes(t testing.TB, ix *manifestIndex, prefix string) []byte {
 // status, the ETag header and the uncompressed body.
 func requestManifest(t testing.TB, s *Server, base, prefix, inm string) (int, string, []byte) {
 	t.Helper()
-	target := "/" + ManifestPath
+	target := "/" + wire.ManifestPath
 	if base != "" {
 		target = "/" + base + target
 	}
@@ -171,7 +171,7 @@ func (g *treeGen) name() string {
 		for range 1 + g.rng.IntN(3) {
 			b.WriteString(alphabet[g.rng.IntN(len(alphabet))])
 		}
-		if s := b.String(); s != "." && s != ".." && s != reservedSegment {
+		if s := b.String(); s != "." && s != ".." && s != wire.ReservedSegment {
 			return s
 		}
 	}
@@ -525,33 +525,6 @@ func TestIdxDirModel(t *testing.T) {
 	}
 }
 
-func TestETagHashRoundTrip(t *testing.T) {
-	// etagHash is FNV-1a over the little-endian bytes of the four fields;
-	// computed here with hash/fnv, so a change to the ETag (which would
-	// make every client refetch its cache) cannot go unnoticed.
-	rng := rand.New(rand.NewPCG(9, 9))
-	for range 1000 {
-		st := syscall.Stat_t{Ino: rng.Uint64(), Size: rng.Int64()}
-		st.Mtim.Sec, st.Mtim.Nsec = rng.Int64N(1<<40), rng.Int64N(1e9)
-		st.Ctim.Sec, st.Ctim.Nsec = rng.Int64N(1<<40), rng.Int64N(1e9)
-		f := fnv.New64a()
-		for _, v := range []uint64{st.Ino, uint64(st.Size),
-			uint64(st.Mtim.Sec)*1e9 + uint64(st.Mtim.Nsec), uint64(st.Ctim.Sec)*1e9 + uint64(st.Ctim.Nsec)} {
-			f.Write(binary.LittleEndian.AppendUint64(nil, v))
-		}
-		if got, want := etagHash(&st), f.Sum64(); got != want {
-			t.Fatalf("etagHash = %x, FNV-1a of the fields = %x", got, want)
-		}
-		tag := fileETag(&st)
-		if want := fmt.Sprintf(`"%016x"`, f.Sum64()); string(tag[:]) != want {
-			t.Fatalf("fileETag = %s, want %s", tag[:], want)
-		}
-		if hashOfETag(tag) != f.Sum64() {
-			t.Fatalf("hashOfETag(%s) does not give the hash back", tag[:])
-		}
-	}
-}
-
 // TestSortEntries: the parallel sort orders like slices.SortFunc and hands
 // every entry to done exactly once, for sizes around the split threshold
 // and names that share their first 8 bytes.
@@ -565,33 +538,33 @@ func TestSortEntries(t *testing.T) {
 	}
 	for _, tc := range tests {
 		rng := rand.New(rand.NewPCG(uint64(tc.n), 1))
-		d := &dirEntries{}
+		d := &dirListing{}
 		for i := range tc.n {
 			name := fmt.Sprintf("%s%d.%d", tc.common, rng.IntN(1000), i)
 			off := uint32(len(d.arena))
 			d.arena = append(d.arena, name...)
 			var pre [8]byte
 			copy(pre[:], name)
-			d.ents = append(d.ents, dirEnt{pre: binary.BigEndian.Uint64(pre[:]), size: int64(i), off: off, n: uint16(len(name))})
+			d.listed = append(d.listed, listEnt{sortPrefix: binary.BigEndian.Uint64(pre[:]), pos: int64(i), off: off, n: uint16(len(name))})
 		}
-		cmp := func(a, b dirEnt) int {
-			if c := cmp.Compare(a.pre, b.pre); c != 0 {
+		cmp := func(a, b listEnt) int {
+			if c := cmp.Compare(a.sortPrefix, b.sortPrefix); c != 0 {
 				return c
 			}
 			return bytes.Compare(d.arena[a.off:a.off+uint32(a.n)], d.arena[b.off:b.off+uint32(b.n)])
 		}
-		want := slices.Clone(d.ents)
+		want := slices.Clone(d.listed)
 		slices.SortFunc(want, cmp)
 		var mu sync.Mutex
 		seen := make([]int, tc.n)
-		sortEntries(d.ents, cmp, func(part []dirEnt) {
+		sortEntries(d.listed, cmp, func(part []listEnt) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, e := range part {
-				seen[e.size]++
+				seen[e.pos]++
 			}
 		})
-		if !slices.Equal(d.ents, want) {
+		if !slices.Equal(d.listed, want) {
 			t.Errorf("n=%d %q: order differs from slices.SortFunc", tc.n, tc.common)
 		}
 		for i, c := range seen {
@@ -646,7 +619,7 @@ func TestWalkLargeDirectory(t *testing.T) {
 			if err := syscall.Lstat(filepath.Join(store, e.key), &st); err != nil {
 				t.Fatal(err)
 			}
-			if tag := fileETag(&st); e.size != files[e.key] || e.version != string(tag[:]) {
+			if tag := wire.ETagOfHash(wire.FileHash(&st)); e.size != files[e.key] || e.version != string(tag[:]) {
 				t.Fatalf("prefix %q: %s listed as %d %s, is %d %s", prefix, e.key, e.size, e.version, files[e.key], tag[:])
 			}
 		}
@@ -961,7 +934,7 @@ func TestIndexCloseStopsEverything(t *testing.T) {
 	runtime.GC()
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 	for _, wait := range []bool{true, false} {
-		s, err := NewServer(ServerConfig{Dir: top, NoAuth: true})
+		s, err := New(Config{Dir: top, NoAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package remote
+package serve
 
 // Server-side bearer-token authentication for `zarrfs serve`.
 //
