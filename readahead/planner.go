@@ -754,6 +754,17 @@ func (p *Planner) Close() {
 	}
 	p.mu.Lock()
 	p.closed = true
+	p.mu.Unlock()
+	p.StopFills()
+}
+
+// StopFills cancels the background fills in progress (an announced order
+// takes their place); later accesses may start new ones.
+func (p *Planner) StopFills() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
 	var fills []FeedHandle
 	for _, g := range p.groups {
 		if g.fill != nil {

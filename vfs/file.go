@@ -101,7 +101,7 @@ func (c *File) Open(ctx context.Context) (Handle, error) {
 		var arr *zarr.Array
 		if n := v.Tree.Lookup(c.arrPath); n != nil && n.Kind == zarr.KindArray {
 			arr = n.Array
-			f.planner.Access(v.Store, n, c.coords, c.key)
+			f.access(v.Store, n, c.coords, c.key)
 		}
 		if h, err := c.openRanged(ctx, arr); h != nil || err != nil {
 			if err != nil {

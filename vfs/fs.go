@@ -108,7 +108,8 @@ type FS struct {
 	lastMu      sync.Mutex
 	lastRefresh *RefreshReport
 
-	jobs explicitJobs // prefetch.go
+	jobs   explicitJobs // prefetch.go
+	orders orderState   // order.go
 }
 
 // view is one version of the store: its tree, manifest and the metadata
@@ -173,6 +174,16 @@ func (f *FS) Close() {
 	f.stopLife()
 	f.ranged.close()
 	f.cancelJobs()
+	f.closeOrder()
+}
+
+// access reports a reader's step to the announced order when it follows
+// it, else to the readahead planner.
+func (f *FS) access(st *store.Store, arr *zarr.Node, coords []int64, key string) {
+	if f.following(key) {
+		return
+	}
+	f.planner.Access(st, arr, coords, key)
 }
 
 // AttrValid is how long the kernel may cache names and attributes.
@@ -460,7 +471,7 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 		// Before this chunk's own fetch, so predicted ones run alongside it.
 		// Only from the current version: a lookup that overlapped a refresh
 		// must not make the planner go back to the old one.
-		f.planner.Access(v.Store, arr, coords, key)
+		f.access(v.Store, arr, coords, key)
 	}
 	switch {
 	case kind == zarr.EntryDir && (m == nil || m.IsDir(key)):

@@ -191,7 +191,7 @@ func resolveTargets(st *store.Store, targets []PrefetchTarget) ([]prefetchSpan, 
 	}
 	var spans []prefetchSpan
 	for _, t := range targets {
-		p := strings.Trim(path.Clean("/"+t.Path), "/")
+		p := storePath(t.Path)
 		if n := st.Tree.Lookup(p); n != nil {
 			if n.Kind != zarr.KindArray {
 				if len(t.Ranges) > 0 {
@@ -215,6 +215,10 @@ func resolveTargets(st *store.Store, targets []PrefetchTarget) ([]prefetchSpan, 
 	}
 	return spans, nil
 }
+
+// storePath is a target's path as a store key: no leading or trailing
+// slash, no dot components.
+func storePath(p string) string { return strings.Trim(path.Clean("/"+p), "/") }
 
 func displayStorePath(p string) string {
 	if p == "" {

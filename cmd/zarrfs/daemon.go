@@ -164,6 +164,11 @@ func (m *session) PrefetchStatus(id int) (vfs.PrefetchProgress, bool) { return m
 
 func (m *session) CancelPrefetch(id int) bool { return m.fs.CancelPrefetch(id) }
 
+// SetOrder announces the order of the coming reads; see vfs.FS.SetOrder.
+func (m *session) SetOrder(targets []vfs.OrderTarget) (vfs.OrderProgress, error) {
+	return m.fs.SetOrder(targets)
+}
+
 // mountStats is a snapshot of a mount's state and counters, for
 // `zarrfs stats` and the metrics endpoint.
 type mountStats struct {
@@ -177,14 +182,20 @@ type mountStats struct {
 	Cache       cache.Stats        `json:"cache"`
 	Remote      remote.Stats       `json:"remote"` // traffic with the origin
 	Prefetch    vfs.PrefetchStats  `json:"prefetch"`
-	Ranged      vfs.RangedStats    `json:"ranged"` // shards and big objects read by blocks
+	Order       *vfs.OrderProgress `json:"order,omitempty"` // the announced read order
+	Ranged      vfs.RangedStats    `json:"ranged"`          // shards and big objects read by blocks
 	LastRefresh *vfs.RefreshReport `json:"last_refresh,omitempty"`
 }
 
 // Stats returns a snapshot of the mount's counters.
 func (m *session) Stats() mountStats {
 	st := m.fs.Store()
+	var order *vfs.OrderProgress
+	if o, ok := m.fs.OrderStatus(); ok {
+		order = &o
+	}
 	return mountStats{
+		Order:       order,
 		LastRefresh: m.fs.LastRefresh(),
 		URL:         m.cfg.URL,
 		Mountpoint:  m.cfg.Mountpoint,

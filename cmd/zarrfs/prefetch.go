@@ -35,12 +35,38 @@ type prefetchRequest struct {
 	Targets []vfs.PrefetchTarget `json:"targets"`
 }
 
+// orderRequest is the body of POST /v1/order.
+type orderRequest struct {
+	Targets []vfs.OrderTarget `json:"targets"`
+}
+
+// maxOrderBody bounds an order's JSON: millions of lines of a long epoch.
+const maxOrderBody = 256 << 20
+
 // registerPrefetch adds the prefetch endpoints to the control API:
 //
 //	POST   /v1/prefetch       {"targets":[{"path":"t2m","ranges":[[0,10]]}]} -> progress of the new job
 //	GET    /v1/prefetch/{id}  -> progress
 //	DELETE /v1/prefetch/{id}  -> cancel it
+//	POST   /v1/order          {"targets":[{"path":"t2m","rows":[480,504]}]} -> the new order's progress
 func registerPrefetch(mux *http.ServeMux, sess *session) {
+	mux.HandleFunc("POST /v1/order", func(w http.ResponseWriter, r *http.Request) {
+		var req orderRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxOrderBody)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		p, err := sess.SetOrder(req.Targets)
+		switch {
+		case errors.Is(err, vfs.ErrNoSuchPath), errors.Is(err, vfs.ErrBadRange), errors.Is(err, vfs.ErrOrderTooLong):
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, p)
+	})
 	mux.HandleFunc("POST /v1/prefetch", func(w http.ResponseWriter, r *http.Request) {
 		var req prefetchRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
@@ -131,6 +157,7 @@ func (c *controlClient) sendJSON(ctx context.Context, method, path string, in, o
 
 func runPrefetch(args []string) error {
 	var wait, quiet bool
+	var orderFile string
 	fl := pflag.NewFlagSet("prefetch", pflag.ContinueOnError)
 	fl.Usage = func() {
 		fmt.Fprint(os.Stderr, `Usage: zarrfs prefetch [--wait] PATH...
@@ -147,9 +174,18 @@ at once. With --wait it shows progress (a bar on a terminal, lines
 otherwise) and returns when everything is cached; Ctrl-C cancels the
 prefetch. Chunks missing on the origin (fill_value chunks) count as done.
 
+With --order FILE (- for stdin) the daemon is told the order of the coming
+reads instead: one target a line, in read order, a path inside the mount with
+an optional [start:stop] of indices along the array's first dimension (sample
+indices, as a sampler yields them; not chunk indices). The daemon fetches the
+chunks in exactly that order, as far ahead as the cache allows, and the
+command returns as soon as it has the order. A new order replaces the last
+one: send one per epoch. zarrfs stats shows how far it got.
+
 Examples:
   zarrfs prefetch --wait /content/era5
   zarrfs prefetch /content/era5/t2m[0:365] /content/era5/u10[0:365]
+  zarrfs prefetch --order epoch3.txt   # lines like /content/era5/t2m[480:504]
 
 Flags:
 `)
@@ -157,11 +193,18 @@ Flags:
 	}
 	fl.BoolVarP(&wait, "wait", "w", false, "wait until everything is cached, showing progress")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "with --wait, print nothing but errors")
+	fl.StringVar(&orderFile, "order", "", "announce the read order: targets one a line from `FILE` (- for stdin)")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
 		}
 		return fmt.Errorf("%w: prefetch: %v", errUsage, err)
+	}
+	if orderFile != "" {
+		if fl.NArg() > 0 || wait {
+			return fmt.Errorf("%w: prefetch --order reads its targets from FILE and takes no PATH or --wait", errUsage)
+		}
+		return sendOrder(orderFile, quiet)
 	}
 	if fl.NArg() == 0 {
 		return fmt.Errorf("%w: prefetch takes at least one PATH inside a zarrfs mount", errUsage)

@@ -227,6 +227,11 @@ func renderStats(s, prev *statsView, elapsed time.Duration, now time.Time) strin
 		line("stalls", "%s", stall)
 	}
 
+	if o := s.Order; o != nil {
+		line("order", "%d (%s): %d of %d targets read, %d fetched (%d ahead, %s); %d reads off the order",
+			o.ID, o.State, o.TargetsRead, o.Targets, o.TargetsFetched, o.AheadTargets, ibytes(o.AheadBytes), o.OffOrderReads)
+	}
+
 	if r := s.Ranged; r.Objects > 0 || r.Unsupported {
 		ranged := fmt.Sprintf("%d shard and big-object opens read by blocks (%d block opens, %d shard indexes read)",
 			r.Objects, r.BlockOpens, r.Tables)
