@@ -314,7 +314,7 @@ def _range(r) -> str:
     if isinstance(r, int):
         if r < 0:
             raise ValueError("chunk index %d is negative" % r)
-        return "[%d]" % r
+        return "[%d:%d]" % (r, r + 1)
     if isinstance(r, slice):
         if r.step not in (None, 1):
             raise ValueError("a chunk range cannot have a step")
@@ -365,7 +365,7 @@ def send_order(mountpoint_or_array_path, targets, *, timeout=60):
     ``targets`` are, relative to ``mountpoint_or_array_path`` (a mount point, a group
     or an array inside a mount):
 
-    - an int ``i``: chunk ``i`` along the first axis of that array;
+    - an int ``i``: chunk ``i`` along the first axis of that array (sent as ``[i:i+1]``);
     - a pair ``(start, stop)`` or a ``slice``: chunks ``start`` to ``stop - 1``;
     - a string: a path under it (``"t2m"``, ``"t2m[4:8]"``) or an absolute path;
     - ``(path, i)``, ``(path, start, stop)``, ``(path, slice)``: chunks of that array.
