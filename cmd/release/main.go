@@ -64,17 +64,20 @@ func main() {
 	fl := flag.NewFlagSet("release", flag.ContinueOnError)
 	fl.Usage = func() {
 		fmt.Fprint(os.Stderr, `Usage: go run ./cmd/release [--version V] DIR
+       go run ./cmd/release --check DIR
 
 Builds into DIR, without network access: the wheels
 zarrfs-V-py3-none-manylinux_2_17_{x86_64,aarch64}.whl (static zarrfs binary and the
 Python package), the tarballs zarrfs-V-linux-{amd64,arm64}.tar.gz, and SHA256SUMS.
-Run it from the repository. See docs/release.md for publishing.
+Run it from the repository. --check verifies artifacts built earlier (run after
+every build too). See docs/release.md for publishing.
 
 Flags:
 `)
 		fl.PrintDefaults()
 	}
 	fl.StringVar(&cfg.Version, "version", "", "the release version, PEP 440 (default: from git describe --tags)")
+	check := fl.Bool("check", false, "only check the artifacts already in DIR (wheel metadata, RECORD hashes, static binaries, SHA256SUMS)")
 	if err := fl.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -86,6 +89,14 @@ Flags:
 		os.Exit(2)
 	}
 	cfg.Out = fl.Arg(0)
+	if *check {
+		if err := checkDir(cfg.Out); err != nil {
+			log("%v", err)
+			os.Exit(1)
+		}
+		log("%s: every artifact checks out", cfg.Out)
+		return
+	}
 	root, err := repoRoot()
 	if err != nil {
 		log("%v", err)
@@ -197,6 +208,9 @@ func release(ctx context.Context, cfg config) ([]string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(cfg.Out, "SHA256SUMS"), sums.Bytes(), 0o644); err != nil {
 		return nil, err
+	}
+	if err := checkFiles(cfg.Out, arts); err != nil {
+		return nil, fmt.Errorf("the artifacts just built do not check out: %w", err)
 	}
 	return append(arts, "SHA256SUMS"), nil
 }
