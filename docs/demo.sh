@@ -38,7 +38,7 @@ zarrfs="$work/bin/zarrfs"
 server_pid=
 cleanup() {
   mountpoint -q "$work/mnt" 2>/dev/null && { "$zarrfs" unmount "$work/mnt" || fusermount3 -uz "$work/mnt"; }
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; fi || true
 }
 trap cleanup EXIT
 
