@@ -95,7 +95,7 @@ class OrderedSampler(torch.utils.data.Sampler):
         if msg not in self._warned:
             self._warned.add(msg)
             warnings.warn("zarrfs.torch.OrderedSampler: " + msg + "; iterating without telling the mount the order",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
 
     def _chunk_lengths(self):
         if self._lengths is None:
