@@ -249,7 +249,8 @@ var describeRE = regexp.MustCompile(`^v?(\d+(?:\.\d+)*(?:(?:a|b|rc)\d+)?)(?:-(\d
 
 // gitVersion derives the version from `git describe --tags`: a release tag vX.Y.Z on the
 // commit gives X.Y.Z; N commits after it gives X.Y.Z.postN+gHASH; without any release tag,
-// 0.0.0.devN+gHASH (N commits in the history). A dirty tree adds .dirty to the local label.
+// 0.0.0.devN+gHASH (N commits in the history); outside a git checkout, 0.0.0.dev0. A dirty
+// tree adds .dirty to the local label.
 func gitVersion(ctx context.Context, root string) (string, error) {
 	git := func(args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, "git", args...)
@@ -262,7 +263,9 @@ func gitVersion(ctx context.Context, root string) (string, error) {
 	}
 	hash, err := git("rev-parse", "--short=7", "HEAD")
 	if err != nil {
-		return "", fmt.Errorf("no --version given and git cannot tell the commit (%v): pass --version", err)
+		// Not a git checkout (an exported tree): a development version that can never be
+		// mistaken for a release.
+		return "0.0.0.dev0", nil
 	}
 	n, _ := git("rev-list", "--count", "HEAD")
 	if n == "" {

@@ -268,6 +268,9 @@ func TestVersions(t *testing.T) {
 			t.Errorf("gitVersion = %q, not PEP 440", v)
 		}
 	}
+	if v, err := gitVersion(context.Background(), t.TempDir()); err != nil || v != "0.0.0.dev0" {
+		t.Errorf("gitVersion outside a checkout = %q, %v; want 0.0.0.dev0", v, err)
+	}
 	if _, err := release(context.Background(), config{Root: t.TempDir(), Out: t.TempDir(), Version: "v1"}); err == nil || !strings.Contains(err.Error(), "PEP 440") {
 		t.Errorf("release with version v1: %v", err)
 	}
