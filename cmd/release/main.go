@@ -424,11 +424,12 @@ func metadata(version string, readme []byte) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Metadata-Version: 2.1\nName: zarrfs\nVersion: %s\nSummary: %s\n", version, summary)
 	b.WriteString("Home-page: https://github.com/zarrfs/zarrfs\n")
-	b.WriteString("License: See LICENSE\n")
+	b.WriteString("License: Apache-2.0\n")
 	b.WriteString("Keywords: zarr,fuse,filesystem,pytorch,xarray\n")
 	for _, c := range []string{
 		"Environment :: Console",
 		"Intended Audience :: Science/Research",
+		"License :: OSI Approved :: Apache Software License",
 		"Operating System :: POSIX :: Linux",
 		"Programming Language :: Go",
 		"Programming Language :: Python :: 3",

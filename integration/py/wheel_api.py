@@ -54,6 +54,11 @@ def main():
         if compared < 0.8 * len(arrays):
             problems.append("only %d of %d arrays compared" % (compared, len(arrays)))
 
+        # The other commands, through the real binary: they must simply succeed.
+        m.refresh()
+        m.prefetch("2d.chunked.i2[0:2]", wait=True)
+        m.prefetch()
+
         s = m.stats()
         out["stats_keys"] = sorted(s)
         if s.get("mountpoint") != mnt or s.get("url") != url:

@@ -89,6 +89,19 @@ class TestMount(FakeZarrfsCase):
         zarrfs.unmount(self.mnt, lazy=True)
         self.assertEqual(self.runs()[-1]["argv"], ["unmount", "--lazy", "--", self.mnt])
 
+    def test_refresh_and_prefetch(self):
+        m = zarrfs.Mount(self.mnt)
+        m.refresh()
+        m.prefetch("t2m[0:10]", os.path.join(self.mnt, "u10"))
+        m.prefetch()
+        zarrfs.prefetch(os.path.join(self.mnt, "t2m"), wait=True)
+        self.assertEqual([r["argv"] for r in self.runs()], [
+            ["refresh", "--", self.mnt],
+            ["prefetch", "--quiet", "--", self.mnt + "/t2m[0:10]", self.mnt + "/u10"],
+            ["prefetch", "--quiet", "--", self.mnt],
+            ["prefetch", "--quiet", "--wait", "--", self.mnt + "/t2m"],
+        ])
+
     def test_is_mount(self):
         self.assertTrue(zarrfs.is_mount(self.mnt))
         self.assertTrue(zarrfs.is_mount(os.path.join(self.mnt, "a", "b")))
