@@ -146,13 +146,16 @@ func TestWheelInVenv(t *testing.T) {
 	if got := runIn(t, time.Minute, tmp, nil, exe, "version"); !strings.HasPrefix(got, "zarrfs "+version+" ") {
 		t.Errorf("zarrfs version from the venv: %q, want the release version %s", got, version)
 	}
+	if got := runIn(t, time.Minute, tmp, nil, filepath.Join(venv, "bin", "python"), "-m", "zarrfs", "version"); !strings.HasPrefix(got, "zarrfs "+version+" ") {
+		t.Errorf("python -m zarrfs version: %q", got)
+	}
 	// On the venv's PATH, as `source venv/bin/activate` (or a notebook kernel) has it.
 	pathEnv := []string{"PATH=" + filepath.Join(venv, "bin") + ":" + os.Getenv("PATH")}
 	if got := runIn(t, time.Minute, tmp, pathEnv, "sh", "-c", "command -v zarrfs"); strings.TrimSpace(got) != exe {
 		t.Errorf("command -v zarrfs in the venv = %q, want %s", got, exe)
 	}
 	showOut := runIn(t, time.Minute, tmp, pipEnv, filepath.Join(venv, "bin", "pip"), "show", "-f", "zarrfs")
-	for _, want := range []string{"Name: zarrfs", "Version: " + version, "zarrfs/__init__.py", "zarrfs/torch.py"} {
+	for _, want := range []string{"Name: zarrfs", "Version: " + version, "zarrfs/__init__.py", "zarrfs/__main__.py", "zarrfs/torch.py"} {
 		if !strings.Contains(showOut, want) {
 			t.Errorf("pip show -f zarrfs lacks %q:\n%s", want, showOut)
 		}

@@ -35,6 +35,16 @@ class TestBinary(FakeZarrfsCase):
             zarrfs.unmount(self.mnt)
 
 
+class TestMain(FakeZarrfsCase):
+    def test_python_m_zarrfs(self):
+        import subprocess
+        env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        p = subprocess.run([sys.executable, "-m", "zarrfs", "stats", "--json", self.mnt], env=env,
+                           cwd=self.tmp.name, stdout=subprocess.PIPE, universal_newlines=True)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(self.runs()[-1]["argv"], ["stats", "--json", self.mnt])
+
+
 class TestMount(FakeZarrfsCase):
     def test_flags(self):
         target = os.path.join(self.tmp.name, "new", "mnt")
