@@ -12,12 +12,22 @@ work=${ZARRFS_DEMO_DIR:-/tmp/zarrfs-demo}
 port=${ZARRFS_DEMO_PORT:-8765}
 py=/usr/bin/python3
 
+command -v go >/dev/null || {
+  echo "demo: needs Go 1.26 or later on PATH to build zarrfs (https://go.dev/dl/), or use a release" >&2
+  echo "      tarball or 'pip install zarrfs' and follow the steps below by hand" >&2
+  exit 1
+}
+
+# Python dependencies are checked in isolated mode (-I): run from the repository root, a
+# plain 'python3 -c "import zarr"' would import the Go package directory zarr/ as a namespace
+# package and pass without zarr-python being installed.
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
-$py -c 'import zarr' 2>/dev/null || need+=(python3-zarr)
+[ -x "$py" ] && $py -I -c 'import zarr, numpy' 2>/dev/null || need+=(python3-zarr python3-numpy)
 if ((${#need[@]})); then
   echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $py -I -c 'import zarr, numpy' || { echo "demo: zarr-python still cannot be imported by $py" >&2; exit 1; }
 fi
 
 echo "== building zarrfs"
@@ -28,14 +38,14 @@ zarrfs="$work/bin/zarrfs"
 server_pid=
 cleanup() {
   mountpoint -q "$work/mnt" 2>/dev/null && { "$zarrfs" unmount "$work/mnt" || fusermount3 -uz "$work/mnt"; }
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; fi || true
 }
 trap cleanup EXIT
 
 echo "== writing a sample store on the 'storage machine' ($work/origin/sample.zarr)"
 rm -rf "$work/origin" "$work/mnt" "$work/cache"
 mkdir -p "$work/origin" "$work/mnt"
-$py - "$work/origin/sample.zarr" <<'EOF'
+$py -I - "$work/origin/sample.zarr" <<'EOF'
 import sys, numpy as np, zarr
 root = zarr.open_group(sys.argv[1], mode="w")
 root.attrs["title"] = "zarrfs demo"
@@ -67,7 +77,7 @@ echo "== zarrfs mount --pin $pin --token-file $work/token $url $work/mnt"
 ls -la "$work/mnt" "$work/mnt/climate"
 
 echo "== reading through the mount with zarr-python"
-$py - "$work/origin/sample.zarr" "$work/mnt" <<'EOF'
+$py -I - "$work/origin/sample.zarr" "$work/mnt" <<'EOF'
 import sys, numpy as np, zarr
 origin, mnt = (zarr.open_consolidated(p, mode="r") for p in sys.argv[1:3])
 for name in ["images", "labels", "climate/t2m"]:

@@ -81,7 +81,9 @@ func slabOrder(t *testing.T, slabs []int64) *order {
 	return o
 }
 
-func slabKeys(s int64) []string { return []string{fmt.Sprintf("g/x/%d.0.0.0", s), fmt.Sprintf("g/y/%d", s)} }
+func slabKeys(s int64) []string {
+	return []string{fmt.Sprintf("g/x/%d.0.0.0", s), fmt.Sprintf("g/y/%d", s)}
+}
 
 func TestOrderFollowedToTheEnd(t *testing.T) {
 	slabs := []int64{5, 2, 7, 0, 1, 3, 6, 4}

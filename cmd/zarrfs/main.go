@@ -114,7 +114,14 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
+// releaseVersion is set by cmd/release (-ldflags "-X main.releaseVersion=…") for the
+// binaries of wheels and tarballs; a plain go build or go install leaves it empty.
+var releaseVersion string
+
 func version() string {
+	if releaseVersion != "" {
+		return releaseVersion
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"
