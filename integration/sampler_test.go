@@ -27,13 +27,13 @@ with open(os.environ["ORDER_LOG"], "a") as f:
 sys.exit(p.returncode)
 `
 
-// chunkOrder is what an epoch that reads rows in this order must send for order.zarr: each
-// chunk of x (10 rows) and y (25 rows) at its first touch, consecutive chunks of one array
-// as one range.
+// chunkOrder is what an epoch that reads rows in this order must send for order.zarr: the rows
+// of each chunk of x (10 rows) and y (25 rows) at its first touch, consecutive chunks of one
+// array as one range.
 func chunkOrder(mnt string, read []int) []string {
 	type run struct {
-		name   string
-		lo, hi int
+		name      string
+		lo, hi, n int
 	}
 	seen := map[string]bool{}
 	var out []run
@@ -51,13 +51,13 @@ func chunkOrder(mnt string, read []int) []string {
 			if l := len(out) - 1; l >= 0 && out[l].name == a.name && out[l].hi == c {
 				out[l].hi = c + 1
 			} else {
-				out = append(out, run{a.name, c, c + 1})
+				out = append(out, run{a.name, c, c + 1, a.n})
 			}
 		}
 	}
 	lines := make([]string, len(out))
 	for i, r := range out {
-		lines[i] = fmt.Sprintf("%s/%s[%d:%d]", mnt, r.name, r.lo, r.hi)
+		lines[i] = fmt.Sprintf("%s/%s[%d:%d]", mnt, r.name, r.lo*r.n, r.hi*r.n)
 	}
 	return lines
 }
@@ -66,12 +66,8 @@ func chunkOrder(mnt string, read []int) []string {
 // epochs each) with zarrfs.torch.OrderedSampler around a shuffled sampler hands
 // `zarrfs prefetch --order -` exactly the chunks of the order the loader then reads, once per
 // epoch, from the main process; chunk lengths come from the arrays' metadata read through
-// the mount, and the mount is recognised by its control attribute.
-//
-// What the daemon does with the order is not checked here: a daemon without
-// `prefetch --order` refuses it, and the sampler must then warn and still iterate. Once the
-// daemon takes orders, extend this test to compare each epoch's recorded "stdin" with what
-// the daemon reports it received (its stats or log), and to require rc == 0.
+// the mount, and the mount is recognised by its control attribute. The daemon takes every
+// order, and the last one, as its stats report it, is the one the loader then read to the end.
 func TestOrderedSamplerOverMount(t *testing.T) {
 	pythonReady.require(t)
 	torchReady.require(t)
@@ -155,14 +151,21 @@ func TestOrderedSamplerOverMount(t *testing.T) {
 			t.Errorf("num_workers=%d epoch %d: the order came from pid %d, not the main process %d", e.NumWorkers, e.Epoch, c.PPID, res.PID)
 		}
 		switch {
-		case c.RC == 0 && strings.Join(e.Sent, "\n") != strings.Join(want, "\n"):
+		case c.RC != 0:
+			t.Errorf("num_workers=%d epoch %d: zarrfs refused the order: %s", e.NumWorkers, e.Epoch, c.Stderr)
+		case strings.Join(e.Sent, "\n") != strings.Join(want, "\n"):
 			t.Errorf("num_workers=%d epoch %d: zarrfs took the order but sampler.last_order is %q", e.NumWorkers, e.Epoch, e.Sent)
-		case c.RC != 0 && len(e.Sent) != 0:
-			t.Errorf("num_workers=%d epoch %d: zarrfs refused the order (%s) but sampler.last_order is set", e.NumWorkers, e.Epoch, c.Stderr)
 		}
 		t.Logf("num_workers=%d epoch %d: %d order lines, zarrfs exit %d %s", e.NumWorkers, e.Epoch, len(got), c.RC, c.Stderr)
 	}
 	if a, b := res.Epochs[0].Read, res.Epochs[1].Read; fmt.Sprint(a) == fmt.Sprint(b) {
 		t.Errorf("two epochs of a shuffled sampler read the same order")
+	}
+	// The daemon's view of the last order: the fourth, of as many targets as lines were
+	// sent, read to the end in that order.
+	ord, _ := mountStats(t, m.Dir)["order"].(map[string]any)
+	last := strings.Count(*calls[3].Stdin, "\n")
+	if ord["id"] != float64(4) || ord["targets"] != float64(last) || ord["state"] != "finished" || ord["targets_read"] != float64(last) {
+		t.Errorf("the daemon's last order: %v; want order 4 of %d targets, finished, every target read", ord, last)
 	}
 }

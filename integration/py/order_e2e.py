@@ -7,7 +7,7 @@ run: over MOUNT (order.zarr mounted with zarrfs), for num_workers 0 and 2, two e
 a real torch DataLoader reads x[i] and y[i] through zarr-python in the order of a shuffled
 sampler wrapped in zarrfs.torch.OrderedSampler. For every epoch it records the order the
 loader read and the lines the sampler sent (sampler.last_order), and checks that the lines are
-exactly the chunks of that read order, each at its first touch. Prints one JSON line:
+exactly the rows of the chunks of that read order, each chunk at its first touch. Prints one JSON line:
 {"epochs": [{"num_workers", "epoch", "read": [...], "sent": [...], "warnings": [...]}],
 "problems": N}; exits 1 on a problem.
 
@@ -54,8 +54,8 @@ class Rows(tud.Dataset):
 
 
 def expected(mnt, read):
-    """The lines for an epoch that read `read`: each chunk of x and y at its first touch,
-    consecutive chunks of one array merged."""
+    """The lines for an epoch that read `read`: the rows of each chunk of x and y at its
+    first touch, consecutive chunks of one array merged."""
     seen, out = set(), []
     for i in read:
         for name, n in (("x", XCHUNK), ("y", YCHUNK)):
@@ -66,8 +66,8 @@ def expected(mnt, read):
             if out and out[-1][0] == name and out[-1][2] == c:
                 out[-1][2] = c + 1
             else:
-                out.append([name, c, c + 1])
-    return ["%s/%s[%d:%d]" % (mnt, name, lo, hi) for name, lo, hi in out]
+                out.append([name, c, c + 1, n])
+    return ["%s/%s[%d:%d]" % (mnt, name, lo * n, hi * n) for name, lo, hi, n in out]
 
 
 def run(mnt):

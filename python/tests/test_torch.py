@@ -37,8 +37,8 @@ if torch is not None:
 
 
 def expected(paths_lengths, read_order):
-    """The lines an epoch reading read_order should send: each (array, chunk) at its
-    first touch, consecutive chunks of one array merged."""
+    """The lines an epoch reading read_order should send: the rows of each (array, chunk)
+    at its first touch, consecutive chunks of one array merged."""
     seen, out = set(), []
     for i in read_order:
         for p, n in paths_lengths:
@@ -49,8 +49,8 @@ def expected(paths_lengths, read_order):
             if out and out[-1][0] == p and out[-1][2] == c:
                 out[-1][2] = c + 1
             else:
-                out.append([p, c, c + 1])
-    return ["%s[%d:%d]" % (p, lo, hi) for p, lo, hi in out]
+                out.append([p, c, c + 1, n])
+    return ["%s[%d:%d]" % (p, lo * n, hi * n) for p, lo, hi, n in out]
 
 
 @unittest.skipIf(torch is None, "PyTorch is not installed")
@@ -107,16 +107,16 @@ class TestOrderedSampler(FakeZarrfsCase):
     def test_sequential_merges(self):
         sampler = OrderedSampler(tud.SequentialSampler(range(self.n)), [self.x])
         self.assertEqual(list(sampler), list(range(self.n)))
-        self.assertEqual(self.orders(), [[self.x + "[0:13]"]])
+        self.assertEqual(self.orders(), [[self.x + "[0:104]"]])
 
     def test_samples_per_chunk(self):
         sampler = OrderedSampler([3, 4, 0, 1, 2, 9], [self.x, self.y], samples_per_chunk=2)
         self.assertEqual(list(sampler), [3, 4, 0, 1, 2, 9])
-        self.assertEqual(self.orders(), [[self.x + "[1:2]", self.y + "[1:2]", self.x + "[2:3]", self.y + "[2:3]",
-                                          self.x + "[0:1]", self.y + "[0:1]", self.x + "[4:5]", self.y + "[4:5]"]])
+        self.assertEqual(self.orders(), [[self.x + "[2:4]", self.y + "[2:4]", self.x + "[4:6]", self.y + "[4:6]",
+                                          self.x + "[0:2]", self.y + "[0:2]", self.x + "[8:10]", self.y + "[8:10]"]])
         sampler = OrderedSampler([3, 4, 0], [self.x, self.y], samples_per_chunk={self.x: 50, "y": 1})
         list(sampler)
-        self.assertEqual(self.orders()[-1], [self.x + "[0:1]", self.y + "[3:5]", self.y + "[0:1]"])
+        self.assertEqual(self.orders()[-1], [self.x + "[0:50]", self.y + "[3:5]", self.y + "[0:1]"])
 
     def test_batch_sampler(self):
         bs = tud.BatchSampler(tud.SequentialSampler(range(20)), batch_size=4, drop_last=False)
@@ -125,7 +125,7 @@ class TestOrderedSampler(FakeZarrfsCase):
         self.assertEqual(len(sampler), 5)
         loader = tud.DataLoader(Rows(20), batch_sampler=sampler, num_workers=0)
         self.assertEqual([b[:, 0].tolist() for b in loader], list(bs))
-        self.assertEqual(self.orders(), [[self.x + "[0:3]"]] * 2)
+        self.assertEqual(self.orders(), [[self.x + "[0:24]"]] * 2)
 
     def test_distributed_sampler(self):
         ds = Rows(self.n)

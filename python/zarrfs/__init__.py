@@ -11,7 +11,7 @@ A thin layer over the ``zarrfs`` command (installed next to this package by
         ds = xarray.open_zarr(m.path)
         print(m.stats()["cache"])
 
-    zarrfs.send_order("/content/era5/t2m", [(0, 4), (17, 18)])   # read order, by chunk
+    zarrfs.send_order("/content/era5/t2m", [(0, 96), (408, 432)])   # read order, by rows
 
 Every failure of the command raises :class:`ZarrfsError`, whose message is
 zarrfs's own one-line message (``str(err)``). PyTorch users see
@@ -310,27 +310,27 @@ def prefetch(*paths, wait=False):
 
 def _range(r) -> str:
     if isinstance(r, bool):
-        raise TypeError("a chunk index cannot be a bool")
+        raise TypeError("a row index cannot be a bool")
     if isinstance(r, int):
         if r < 0:
-            raise ValueError("chunk index %d is negative" % r)
+            raise ValueError("row index %d is negative" % r)
         return "[%d:%d]" % (r, r + 1)
     if isinstance(r, slice):
         if r.step not in (None, 1):
-            raise ValueError("a chunk range cannot have a step")
+            raise ValueError("a row range cannot have a step")
         r = (r.start, r.stop)
     if isinstance(r, tuple) and len(r) == 2:
         lo, hi = r
         lo = 0 if lo is None else int(lo)
         if lo < 0:
-            raise ValueError("chunk range %r starts below 0" % (r,))
+            raise ValueError("row range %r starts below 0" % (r,))
         if hi is None:
             return "[%d:]" % lo
         hi = int(hi)
         if hi <= lo:
-            raise ValueError("chunk range %r is empty" % (r,))
+            raise ValueError("row range %r is empty" % (r,))
         return "[%d:%d]" % (lo, hi)
-    raise TypeError("a chunk range is an int, a (start, stop) pair or a slice, not %r" % (r,))
+    raise TypeError("a row range is an int, a (start, stop) pair or a slice, not %r" % (r,))
 
 
 def order_lines(base, targets) -> list:
@@ -360,17 +360,18 @@ def order_lines(base, targets) -> list:
 
 
 def send_order(mountpoint_or_array_path, targets, *, timeout=60):
-    """Tells the mount the order in which chunks will be read, first to last.
+    """Tells the mount the order in which data will be read, first to last.
 
     ``targets`` are, relative to ``mountpoint_or_array_path`` (a mount point, a group
     or an array inside a mount):
 
-    - an int ``i``: chunk ``i`` along the first axis of that array (sent as ``[i:i+1]``);
-    - a pair ``(start, stop)`` or a ``slice``: chunks ``start`` to ``stop - 1``;
-    - a string: a path under it (``"t2m"``, ``"t2m[4:8]"``) or an absolute path;
-    - ``(path, i)``, ``(path, start, stop)``, ``(path, slice)``: chunks of that array.
+    - an int ``i``: row ``i`` along the first axis of that array (sent as ``[i:i+1]``);
+    - a pair ``(start, stop)`` or a ``slice``: rows ``start`` to ``stop - 1``;
+    - a string: a path under it (``"t2m"``, ``"t2m[480:504]"``) or an absolute path;
+    - ``(path, i)``, ``(path, start, stop)``, ``(path, slice)``: rows of that array.
 
-    Indices count chunks (as ``zarrfs prefetch`` does), not elements. The lines go to
+    Indices are rows along the first axis (sample indices, as a sampler yields them),
+    not chunk indices; the daemon fetches the chunks that hold them. The lines go to
     ``zarrfs prefetch --order -`` on its standard input; zarrfs returns once the daemon
     has the order, which replaces any earlier order for the same mount. Raises
     NotAMountError if the path is not inside a zarrfs mount, ZarrfsError if zarrfs

@@ -117,9 +117,10 @@ class OrderedSampler(torch.utils.data.Sampler):
         return self._lengths
 
     def order(self, indices):
-        """The (mount, [(array path, start chunk, stop chunk), ...]) pairs for an epoch
-        that reads ``indices`` in this order: each chunk of each array once, where it is
-        first touched, consecutive chunks of one array merged into one range."""
+        """The (mount, [(array path, start row, stop row), ...]) pairs for an epoch
+        that reads ``indices`` in this order: the rows of each chunk of each array once,
+        where the chunk is first touched, consecutive chunks of one array merged into one
+        range."""
         mounts = [_zarrfs.find_mount(p) for p in self.array_paths]
         lengths = self._chunk_lengths()
         seen = set()
@@ -137,7 +138,8 @@ class OrderedSampler(torch.utils.data.Sampler):
                         out[-1][2] = c + 1
                     else:
                         out.append([p, c, c + 1])
-        return [(m, [tuple(t) for t in ts]) for m, ts in per_mount.items()]
+        rows = dict(zip(self.array_paths, lengths))
+        return [(m, [(p, lo * rows[p], hi * rows[p]) for p, lo, hi in ts]) for m, ts in per_mount.items()]
 
     def _send(self, indices):
         self.last_order = []
