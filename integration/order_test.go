@@ -155,3 +155,47 @@ func TestOrderHint(t *testing.T) {
 		}
 	}
 }
+
+// TestMountPrefetch: `zarrfs mount --prefetch` fills the cache with the whole store while
+// nobody reads, when it fits the cache budget, and leaves it alone, saying why, when not.
+func TestMountPrefetch(t *testing.T) {
+	dir := t.TempDir()
+	files := writeLockstepStore(t, filepath.Join(dir, "train.zarr"), 30, 256, 12)
+	o := newOrigin(t, dir)
+	var chunks []string
+	for k := range files {
+		if !strings.HasPrefix(filepath.Base(k), ".") {
+			chunks = append(chunks, k)
+		}
+	}
+
+	m := mount(t, o.URL("train.zarr"), "--prefetch")
+	deadline := time.Now().Add(60 * time.Second)
+	for len(chunkRequests(o, "train.zarr", 0)) < len(chunks) {
+		if time.Now().After(deadline) {
+			t.Fatalf("--prefetch fetched %d of %d chunks in 60 s with nobody reading", len(chunkRequests(o, "train.zarr", 0)), len(chunks))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o.settle(5 * time.Second)
+	before := len(chunkRequests(o, "train.zarr", 0))
+	for _, k := range chunks {
+		if b, err := readKey(m, k); err != nil || !bytes.Equal(b, files[k]) {
+			t.Fatalf("read %s: %v", k, err)
+		}
+	}
+	if n := len(chunkRequests(o, "train.zarr", 0)); n != before || n != len(chunks) {
+		t.Fatalf("%d chunk requests after reading everything (%d before), want exactly the %d chunks, once, before the reads", n, before, len(chunks))
+	}
+
+	// A budget too small for the store: no fill, and the log says why.
+	o2 := newOrigin(t, dir)
+	small := mount(t, o2.URL("train.zarr"), "--prefetch", "--cache-size", "64KiB", "--log-level", "info")
+	time.Sleep(time.Second)
+	if n := len(chunkRequests(o2, "train.zarr", 0)); n > 2 {
+		t.Fatalf("--prefetch with a budget smaller than the store fetched %d chunks with nobody reading", n)
+	}
+	if !strings.Contains(small.output(), "does not fit the cache budget") {
+		t.Fatalf("no word in the log of why --prefetch did nothing:\n%s", small.output())
+	}
+}

@@ -106,6 +106,25 @@ func (f *FS) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
 	}
 	job := &prefetchJob{started: time.Now()}
 	job.keys, job.bytes, job.exact = f.estimate(v.Store, spans)
+	return f.startJob(v, spans, job, len(targets)), nil
+}
+
+// PrefetchAll starts fetching the whole store in the background, as
+// Prefetch of the store root does, if its size (exact with a manifest, else
+// estimated) fits within budget; started is false, with the size, when not.
+func (f *FS) PrefetchAll(budget int64) (p PrefetchProgress, started bool) {
+	v := f.current()
+	spans, _ := resolveTargets(v.Store, nil) // the root always resolves
+	job := &prefetchJob{started: time.Now()}
+	job.keys, job.bytes, job.exact = f.estimate(v.Store, spans)
+	if job.bytes > budget {
+		return PrefetchProgress{Keys: job.keys, Bytes: job.bytes, BytesExact: job.exact}, false
+	}
+	return f.startJob(v, spans, job, 1), true
+}
+
+// startJob starts the feed of an explicit prefetch of spans.
+func (f *FS) startJob(v *view, spans []prefetchSpan, job *prefetchJob, targets int) PrefetchProgress {
 	job.feed = f.cache.AddFeed(f.ranged.expandFeed(f.arrayOf, spanFeed(v.Store, spans, f.planner),
 		func(blocks int) { job.blocks.Add(int64(blocks - 1)) }))
 	m := &f.jobs
@@ -118,8 +137,8 @@ func (f *FS) Prefetch(targets []PrefetchTarget) (PrefetchProgress, error) {
 	m.table[job.id] = job
 	m.pruneLocked()
 	m.mu.Unlock()
-	f.log.Info("prefetch started", "job", job.id, "targets", len(targets), "keys", job.keys, "bytes", job.bytes)
-	return job.progress(), nil
+	f.log.Info("prefetch started", "job", job.id, "targets", targets, "keys", job.keys, "bytes", job.bytes)
+	return job.progress()
 }
 
 // PrefetchStatus reports the progress of job id.

@@ -44,7 +44,10 @@ type mountConfig struct {
 	// NoPrefetch turns the readahead planner off: only what readers ask
 	// for is fetched (explicit prefetch still works).
 	NoPrefetch bool
-	Logger     *slog.Logger
+	// PrefetchAll starts fetching the whole store at mount time when it
+	// fits the cache budget.
+	PrefetchAll bool
+	Logger      *slog.Logger
 }
 
 // session is a live mount.
@@ -128,10 +131,27 @@ func mountStore(ctx context.Context, cfg mountConfig) (m *session, err error) {
 	loopCtx, stop := context.WithCancel(context.Background())
 	m = &session{cfg: cfg, origin: origin, cache: c, fs: fsys, planner: planner, mount: mnt, started: time.Now(), stop: stop}
 	planner.WarmSmallArrays()
+	if cfg.PrefetchAll {
+		m.prefetchAll()
+	}
 	if cfg.RefreshEvery > 0 {
 		go m.refreshLoop(loopCtx, cfg.RefreshEvery)
 	}
 	return m, nil
+}
+
+// prefetchAll starts the background fill of the whole store (--prefetch)
+// when it fits the cache budget with room to spare for the readers' own
+// misses and the cache's free-space floor; otherwise it says why not.
+func (m *session) prefetchAll() {
+	budget := m.cfg.CacheBytes / 10 * 9
+	p, started := m.fs.PrefetchAll(budget)
+	if !started {
+		m.cfg.Logger.Warn("--prefetch: the store does not fit the cache budget; fetching only what is read and predicted",
+			"store_bytes", p.Bytes, "exact", p.BytesExact, "budget_bytes", budget, "fix", "a larger --cache-size, or zarrfs prefetch PATH for part of the store")
+		return
+	}
+	m.cfg.Logger.Info("--prefetch: filling the cache with the whole store in the background", "job", p.ID, "keys", p.Keys, "bytes", p.Bytes)
 }
 
 // Refresh revalidates the store on the origin now; see vfs.FS.Refresh.

@@ -50,6 +50,7 @@ type mountFlags struct {
 	refresh      time.Duration
 	attrTimeout  time.Duration
 	metricsAddr  string
+	prefetch     bool
 }
 
 func runMount(args []string) error {
@@ -90,6 +91,7 @@ Flags:
 	fl.DurationVar(&f.retryTimeout, "retry-timeout", 60*time.Second, "give up on an origin request after retrying this long")
 	fl.DurationVar(&f.refresh, "refresh", 30*time.Second, "revalidate the store on the origin this often and show changes (0: only on 'zarrfs refresh')")
 	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Hour, "how long the kernel caches names and sizes")
+	fl.BoolVar(&f.prefetch, "prefetch", false, "start filling the cache with the whole store at mount time, when it fits --cache-size (see zarrfs stats)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve the mount's counters at http://`HOST:PORT`/metrics in Prometheus text format")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -299,6 +301,7 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 		AttrValid:     f.attrTimeout,
 		ControlSocket: sock,
 		RefreshEvery:  f.refresh,
+		PrefetchAll:   f.prefetch,
 		Logger:        log,
 	})
 	if err != nil {

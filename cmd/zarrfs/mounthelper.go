@@ -53,6 +53,7 @@ var helperValueOptions = map[string]string{
 // helperBoolOptions maps bare -o options to `zarrfs mount` flags.
 var helperBoolOptions = map[string]string{
 	"allow_other": "--allow-other",
+	"prefetch":    "--prefetch",
 }
 
 // helperIgnoredOptions are meant for mount(8), systemd or the kernel's
@@ -76,7 +77,7 @@ Install it with: ln -s "$(command -v zarrfs)" /sbin/mount.zarrfs
 
 Options map to 'zarrfs mount' flags: cache_dir=, cache_size=, cache_min_free=,
 token_file=, ca_cert=, pin=, log_file=, log_level=, retry_timeout=, refresh=,
-attr_timeout=, metrics_addr=, allow_other. _netdev, nofail, auto, noauto,
+attr_timeout=, metrics_addr=, allow_other, prefetch. _netdev, nofail, auto, noauto,
 user, ro, rw (the mount is always read-only) and x-systemd.* are accepted and
 ignored. -f checks the options without mounting; -s ignores unknown options;
 -v says what it does; -n is accepted (there is no mtab to skip).
