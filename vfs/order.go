@@ -126,6 +126,10 @@ func (f *FS) SetOrder(targets []OrderTarget) (OrderProgress, error) {
 	if err != nil {
 		return OrderProgress{}, err
 	}
+	// The order is better than any guess: the planner's fills would only
+	// compete with it for the link.
+	f.planner.StopFills()
+	o.feed = f.cache.AddFeed(f.ranged.expandFeed(f.arrayOf, o.wants(v.Store), nil))
 	f.orders.mu.Lock()
 	prev := f.orders.cur
 	f.orders.lastID++
@@ -135,10 +139,6 @@ func (f *FS) SetOrder(targets []OrderTarget) (OrderProgress, error) {
 	if prev != nil {
 		prev.end(OrderReplaced)
 	}
-	// The order is better than any guess: the planner's fills would only
-	// compete with it for the link.
-	f.planner.StopFills()
-	o.feed = f.cache.AddFeed(f.ranged.expandFeed(f.arrayOf, o.wants(v.Store), nil))
 	f.log.Info("order announced", "order", o.id, "targets", o.targets, "keys", len(o.keys), "bytes", o.totalBytes())
 	return o.progress(), nil
 }
