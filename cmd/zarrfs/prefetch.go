@@ -50,40 +50,12 @@ const maxOrderBody = 256 << 20
 //	DELETE /v1/prefetch/{id}  -> cancel it
 //	POST   /v1/order          {"targets":[{"path":"t2m","rows":[480,504]}]} -> the new order's progress
 func registerPrefetch(mux *http.ServeMux, sess *session) {
-	mux.HandleFunc("POST /v1/order", func(w http.ResponseWriter, r *http.Request) {
-		var req orderRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxOrderBody)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p, err := sess.SetOrder(req.Targets)
-		switch {
-		case errors.Is(err, vfs.ErrNoSuchPath), errors.Is(err, vfs.ErrBadRange), errors.Is(err, vfs.ErrOrderTooLong):
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		case err != nil:
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		writeJSON(w, p)
-	})
-	mux.HandleFunc("POST /v1/prefetch", func(w http.ResponseWriter, r *http.Request) {
-		var req prefetchRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p, err := sess.Prefetch(req.Targets)
-		switch {
-		case errors.Is(err, vfs.ErrNoSuchPath), errors.Is(err, vfs.ErrBadRange):
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		case err != nil:
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		writeJSON(w, p)
-	})
+	mux.HandleFunc("POST /v1/order", targetsHandler(maxOrderBody, func(req orderRequest) (vfs.OrderProgress, error) {
+		return sess.SetOrder(req.Targets)
+	}))
+	mux.HandleFunc("POST /v1/prefetch", targetsHandler(1<<20, func(req prefetchRequest) (vfs.PrefetchProgress, error) {
+		return sess.Prefetch(req.Targets)
+	}))
 	job := func(w http.ResponseWriter, r *http.Request) (int, bool) {
 		id, err := strconv.Atoi(r.PathValue("id"))
 		if err != nil {
@@ -115,6 +87,29 @@ func registerPrefetch(mux *http.ServeMux, sess *session) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// targetsHandler decodes a JSON request of at most limit bytes, runs do on
+// it and answers its result; targets that name nothing in the store, or do
+// not fit it, are a 404 whose text the CLI shows as it is.
+func targetsHandler[Req, Resp any](limit int64, do func(Req) (Resp, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := json.NewDecoder(io.LimitReader(r.Body, limit)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := do(req)
+		switch {
+		case errors.Is(err, vfs.ErrNoSuchPath), errors.Is(err, vfs.ErrBadRange), errors.Is(err, vfs.ErrOrderTooLong):
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, resp)
+	}
 }
 
 // sendJSON makes a request with an optional JSON body and decodes the
