@@ -174,6 +174,9 @@ func (o *Origin) permissionHint(op string) string {
 	if o.gcs {
 		return "the token's account needs storage.objects.get on the bucket (and storage.objects.list to list)"
 	}
+	if o.anonymous {
+		return "the requests are anonymous (--s3-anonymous, or no AWS credentials were found) and the bucket is not public: give credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+	}
 	res := "arn:aws:s3:::" + o.bucket + "/" + o.prefix + "*"
 	if strings.HasPrefix(op, "LIST") {
 		return "listing needs s3:ListBucket on arn:aws:s3:::" + o.bucket + " (optional if the store has consolidated metadata)"

@@ -30,6 +30,7 @@ func (o *Origin) getObject(ctx context.Context, key string, in *s3.GetObjectInpu
 		cancel()
 		return nil, nil, err
 	}
+	o.readProven.Store(true)
 	return out, cancel, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -169,6 +170,36 @@ func (o *Origin) listDeniedProbe(ctx context.Context) bool {
 		o.listState.Store(listDenied)
 	}
 	return o.listState.Load() == listDenied
+}
+
+// rootDocs are the documents one of which every zarr store has at its root.
+var rootDocs = []string{".zmetadata", "zarr.json", ".zgroup", ".zarray"}
+
+// readProvenProbe reports whether these credentials can read the store (the
+// 403 rule, doc.go): a GET under the prefix succeeded, or, asked when first
+// needed, a one-byte GET of one of the root documents does. Without that
+// proof a 403 stays ErrForbidden, so credentials that can read nothing fail
+// with "access denied" instead of showing an empty store.
+func (o *Origin) readProvenProbe(ctx context.Context) bool {
+	if o.readProven.Load() {
+		return true
+	}
+	o.probeMu.Lock()
+	defer o.probeMu.Unlock()
+	if o.readProven.Load() || time.Since(o.probedAt) < 10*time.Second {
+		return o.readProven.Load()
+	}
+	o.probedAt = time.Now()
+	for _, doc := range rootDocs {
+		key := o.prefix + doc
+		out, err := o.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &o.bucket, Key: &key, Range: aws.String("bytes=0-0")}, o.opFns()...)
+		if err == nil {
+			out.Body.Close()
+			o.readProven.Store(true)
+			return true
+		}
+	}
+	return false
 }
 
 // readAsMissing is a 403 AccessDenied to a GET by credentials that cannot

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -76,7 +77,7 @@ type Origin struct {
 	opts     Options
 	log      *slog.Logger
 	httpc    *countingClient
-	tr       *http.Transport
+	tr       atomic.Pointer[http.Transport] // built by the SDK's client, for Close
 	retryer  aws.RetryerV2
 	k        counters
 
@@ -86,6 +87,11 @@ type Origin struct {
 	listState atomic.Int32 // listUnknown, listAllowed, listDenied
 	probeMu   sync.Mutex   // one probe at a time
 	warned403 atomic.Bool
+	// readProven: a GET under the store prefix succeeded with these
+	// credentials (they can read the store). provedAt rate-limits probes.
+	readProven atomic.Bool
+	probedAt   time.Time // guarded by probeMu
+	anonymous  bool
 }
 
 const (
@@ -184,7 +190,6 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.httpc = hc
 	o.retryer = retry.NewAdaptiveMode(func(ao *retry.AdaptiveModeOptions) {
 		ao.StandardOptions = append(ao.StandardOptions, func(so *retry.StandardOptions) {
 			so.MaxAttempts = 0 // bounded by RetryDeadline instead (budgetRetryer)
@@ -201,7 +206,8 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	if opts.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
 	}
-	anonymous := opts.Anonymous || o.gcs
+	anonymous := opts.Anonymous || (o.gcs && opts.TokenFile == "" && opts.Remote.Token == "")
+	o.anonymous = opts.Anonymous
 	switch {
 	case anonymous:
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
@@ -212,6 +218,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: load the AWS configuration (AWS_PROFILE, ~/.aws/config): %w", o.display, err)
 	}
+	// Count every attempt the SDK sends, after the SDK added any CA bundle.
+	o.httpc = &countingClient{next: cfg.HTTPClient, k: &o.k}
+	cfg.HTTPClient = o.httpc
 	if !anonymous && opts.Credentials == nil {
 		// No credentials anywhere is legal: a public bucket. Say so, once.
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -220,6 +229,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		if cerr != nil {
 			log.Warn("s3: no AWS credentials found; sending anonymous requests (public buckets only)", "store", o.display, "error", cerr.Error())
 			cfg.Credentials = aws.AnonymousCredentials{}
+			o.anonymous = true
 		}
 	}
 	region := cfg.Region
@@ -250,7 +260,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 
 // newHTTPClient is the SDK's buildable client with zarrfs's connection
 // limits and timeouts, wrapped to count traffic for Stats.
-func (o *Origin) newHTTPClient() (*countingClient, error) {
+func (o *Origin) newHTTPClient() (*awshttp.BuildableClient, error) {
 	ro := o.opts.Remote
 	var roots *x509.CertPool
 	if ro.CACertFile != "" {
@@ -266,24 +276,33 @@ func (o *Origin) newHTTPClient() (*countingClient, error) {
 			return nil, fmt.Errorf("CA certificate file %s: no PEM certificate found", ro.CACertFile)
 		}
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: ro.StallTimeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.MaxConnsPerHost = ro.MaxConnsPerHost
-	tr.MaxIdleConnsPerHost = ro.MaxConnsPerHost
-	tr.MaxIdleConns = ro.MaxConnsPerHost
-	tr.ResponseHeaderTimeout = ro.StallTimeout
-	tr.TLSHandshakeTimeout = ro.StallTimeout
-	// Transparent gzip would make lengths and ranges refer to the encoded
-	// bytes.
-	tr.DisableCompression = true
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	o.tr = tr
-	return &countingClient{next: &http.Client{Transport: tr}, k: &o.k}, nil
+	// The SDK's buildable client, so that AWS_CA_BUNDLE and the profile's
+	// ca_bundle still apply; the transport it builds is kept for Close.
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.DialContext = (&net.Dialer{Timeout: ro.StallTimeout, KeepAlive: 30 * time.Second}).DialContext
+		tr.MaxConnsPerHost = ro.MaxConnsPerHost
+		tr.MaxIdleConnsPerHost = ro.MaxConnsPerHost
+		tr.MaxIdleConns = ro.MaxConnsPerHost
+		tr.ResponseHeaderTimeout = ro.StallTimeout
+		tr.TLSHandshakeTimeout = ro.StallTimeout
+		// Transparent gzip would make lengths and ranges refer to the
+		// encoded bytes.
+		tr.DisableCompression = true
+		if roots != nil {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			tr.TLSClientConfig.RootCAs = roots
+		}
+		o.tr.Store(tr)
+	}), nil
 }
 
 // Close releases idle connections.
 func (o *Origin) Close() {
-	o.tr.CloseIdleConnections()
+	if tr := o.tr.Load(); tr != nil {
+		tr.CloseIdleConnections()
+	}
 }
 
 // String is the store URL.
@@ -326,7 +345,7 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(opt ...func(*
 			o.region.Store(&r)
 			continue
 		}
-		if op == "GET" && isAccessDenied(err) && o.listDeniedProbe(ctx) {
+		if op == "GET" && isAccessDenied(err) && o.listDeniedProbe(ctx) && o.readProvenProbe(ctx) {
 			return o.readAsMissing(op, key)
 		}
 		return o.mapError(ctx, op, key, err)
