@@ -183,6 +183,10 @@ type budgetRetryer struct {
 	k        *counters
 }
 
+// MaxAttempts is high: the deadline, not a count, ends the retries (the
+// standard retryer would stop after 3).
+func (r *budgetRetryer) MaxAttempts() int { return 1000 }
+
 func (r *budgetRetryer) IsErrorRetryable(err error) bool {
 	return r.RetryerV2.IsErrorRetryable(err) && time.Now().Before(r.deadline)
 }
