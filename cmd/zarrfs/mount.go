@@ -49,6 +49,7 @@ type mountFlags struct {
 	refresh      time.Duration
 	attrTimeout  time.Duration
 	metricsAddr  string
+	s3           s3Flags // --s3-* (origin.go)
 }
 
 func runMount(args []string) error {
@@ -57,7 +58,7 @@ func runMount(args []string) error {
 	fl.Usage = func() {
 		fmt.Fprint(os.Stdout, `Usage: zarrfs mount [flags] URL MOUNTPOINT
 
-Mount the zarr store at URL (http:// or https://) read-only on MOUNTPOINT, an
+Mount the zarr store at URL (https://, http://, s3:// or gs://) read-only on MOUNTPOINT, an
 empty directory. Returns once the mount is live; the daemon keeps serving in
 its own session (an interrupted notebook cell or a closed shell does not stop
 it) until 'zarrfs unmount MOUNTPOINT'. Sizes take 512MiB, 10G, 1.5TiB.
@@ -65,6 +66,7 @@ it) until 'zarrfs unmount MOUNTPOINT'. Sizes take 512MiB, 10G, 1.5TiB.
 Examples:
   zarrfs mount https://storage:8443/era5.zarr /content/era5
   ZARRFS_TOKEN=... zarrfs mount --pin sha256:9f86d0... https://storage:8443/era5.zarr /content/era5
+  zarrfs mount --s3-endpoint https://minio:9000 s3://bucket/era5.zarr /mnt/era5
   zarrfs mount --cache-size 50G --token-file ~/.zarrfs-token https://host/d.zarr /mnt/d
   zarrfs mount --foreground --metrics-addr 127.0.0.1:9464 https://host/d.zarr /mnt/d   # systemd
 
@@ -89,6 +91,7 @@ Flags:
 	fl.DurationVar(&f.retryTimeout, "retry-timeout", 60*time.Second, "give up on an origin request after retrying this long")
 	fl.DurationVar(&f.refresh, "refresh", 30*time.Second, "revalidate the store on the origin this often and show changes (0: only on 'zarrfs refresh')")
 	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Hour, "how long the kernel caches names and sizes")
+	addS3Flags(fl, &f.s3)
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve the mount's counters at http://`HOST:PORT`/metrics in Prometheus text format")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -1,0 +1,54 @@
+package main
+
+// Object-store origins on the command line: the --s3-* flags of `zarrfs
+// mount`, their -o forms for mount.zarrfs and fstab, and openOrigin, which
+// the mount path calls to get the origin for any URL scheme.
+
+import (
+	"context"
+
+	"github.com/spf13/pflag"
+
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/origins"
+	"github.com/zarrfs/zarrfs/remote/s3"
+)
+
+// s3Flags are the mount flags for s3:// and gs:// URLs.
+type s3Flags struct {
+	endpoint   string
+	region     string
+	addressing string
+	anonymous  bool
+}
+
+func addS3Flags(fl *pflag.FlagSet, f *s3Flags) {
+	fl.StringVar(&f.endpoint, "s3-endpoint", "", "`URL` of an S3-compatible service for s3:// URLs (MinIO, R2, Ceph); default AWS")
+	fl.StringVar(&f.region, "s3-region", "", "`REGION` of the bucket (default $AWS_REGION or the profile's; on AWS a wrong one is corrected)")
+	fl.StringVar(&f.addressing, "s3-addressing", "", "`STYLE` of bucket addressing: path or virtual (default: path with --s3-endpoint, virtual on AWS)")
+	fl.BoolVar(&f.anonymous, "s3-anonymous", false, "send unsigned requests to a public bucket (also the fallback when no AWS credentials are found)")
+}
+
+func init() {
+	// mount.zarrfs / fstab: -o s3_endpoint=URL,s3_region=R,s3_addressing=path,s3_anonymous
+	helperValueOptions["s3_endpoint"] = "--s3-endpoint"
+	helperValueOptions["s3_region"] = "--s3-region"
+	helperValueOptions["s3_addressing"] = "--s3-addressing"
+	helperBoolOptions["s3_anonymous"] = "--s3-anonymous"
+}
+
+// openOrigin returns the origin for url: remote's HTTP(S) client, or the
+// S3/GCS origin with the --s3-* flags. tokenFile is --token-file: for gs://
+// it is re-read when it changes, so a refreshed OAuth token is picked up.
+func openOrigin(ctx context.Context, url string, ro remote.Options, f s3Flags, tokenFile string) (remote.Origin, error) {
+	return origins.Open(ctx, url, origins.Options{
+		Remote: ro,
+		S3: s3.Options{
+			Endpoint:   f.endpoint,
+			Region:     f.region,
+			Addressing: f.addressing,
+			Anonymous:  f.anonymous,
+			TokenFile:  tokenFile,
+		},
+	})
+}
