@@ -6,9 +6,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/spf13/pflag"
 
+	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
 	"github.com/zarrfs/zarrfs/remote/origins"
 	"github.com/zarrfs/zarrfs/remote/s3"
@@ -51,4 +54,19 @@ func openOrigin(ctx context.Context, url string, ro remote.Options, f s3Flags, t
 			TokenFile:  tokenFile,
 		},
 	})
+}
+
+// adviseObjectStore is adviseOrigin for s3:// and gs://: remote/s3's errors
+// already name the fix (check AWS_SECRET_ACCESS_KEY, use --s3-region X, …),
+// so they are shown alone, without the HTTP-origin advice of explain; a
+// store with no zarr metadata is explained here.
+func adviseObjectStore(url string, err error) error {
+	switch {
+	case errors.Is(err, fusefs.ErrNotZarr):
+		return &advisedError{advice: fmt.Sprintf("no zarr store at %s: none of .zmetadata, zarr.json, .zgroup, .zarray is under that prefix; check the bucket and path (they must name the store's root)", url), err: err, alone: true}
+	case errors.Is(err, remote.ErrForbidden), errors.Is(err, remote.ErrUnauthorized), errors.Is(err, remote.ErrUnreachable),
+		errors.Is(err, remote.ErrTLS), errors.Is(err, s3.ErrNoSuchBucket), errors.Is(err, s3.ErrWrongRegion):
+		return &advisedError{advice: err.Error(), err: err, alone: true}
+	}
+	return err
 }
