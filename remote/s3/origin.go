@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,8 @@ type Options struct {
 	// re-read when it changes. Remote.Token is used when it is empty.
 	TokenFile string
 	// ManifestMaxKeys caps the keys a listing-built manifest may hold
-	// (default 20000; negative: never build one).
+	// (default $ZARRFS_S3_MANIFEST_MAX_KEYS, else 20000; negative: never
+	// build one).
 	ManifestMaxKeys int
 	// ListPageSize is the keys per ListObjectsV2 page (default 1000, the
 	// most S3 returns); tests make it small to exercise pagination.
@@ -154,6 +156,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	}
 	if opts.ManifestMaxKeys == 0 {
 		opts.ManifestMaxKeys = 20000
+		// A knob for tests and for stores just over the cap, not a flag:
+		// most users never need it (docs/s3.md).
+		if v := os.Getenv("ZARRFS_S3_MANIFEST_MAX_KEYS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("ZARRFS_S3_MANIFEST_MAX_KEYS=%q: want a number of keys, or -1 for no manifest", v)
+			}
+			opts.ManifestMaxKeys = n
+		}
 	}
 	if opts.ListPageSize <= 0 || opts.ListPageSize > 1000 {
 		opts.ListPageSize = 1000
