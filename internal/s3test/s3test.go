@@ -56,20 +56,37 @@ func missing(t testing.TB, format string, args ...any) {
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("prerequisite missing (CI=true, so this fails instead of skipping): %s", reason)
 	}
-	t.Skipf("skipping: %s (set ZARRFS_VERSITYGW to a versitygw %s binary, or let the test build it: needs the Go module proxy)", reason, VersitygwVersion)
+	t.Skipf("skipping: %s (the test builds its server with go install from the Go module proxy, or takes it from $ZARRFS_VERSITYGW / $ZARRFS_FAKE_GCS_SERVER)", reason)
 }
 
 // Binary returns the path of a versitygw binary, building it if needed.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("ZARRFS_VERSITYGW"); p != "" {
+	return tool(t, "ZARRFS_VERSITYGW", "versitygw", "github.com/versity/versitygw/cmd/versitygw", VersitygwVersion)
+}
+
+// FakeGCSVersion is the fake-gcs-server release the GCS tests run.
+const FakeGCSVersion = "v1.56.1"
+
+// FakeGCSBinary returns the path of a fake-gcs-server binary, building it
+// if needed ($ZARRFS_FAKE_GCS_SERVER overrides).
+func FakeGCSBinary(t testing.TB) string {
+	t.Helper()
+	return tool(t, "ZARRFS_FAKE_GCS_SERVER", "fake-gcs-server", "github.com/fsouza/fake-gcs-server", FakeGCSVersion)
+}
+
+// tool finds a test server binary: $envVar, else a cache under
+// os.TempDir() where `go install pkg@version` builds it once (bounded).
+func tool(t testing.TB, envVar, name, pkg, version string) string {
+	t.Helper()
+	if p := os.Getenv(envVar); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			missing(t, "ZARRFS_VERSITYGW=%s: %v", p, err)
+			missing(t, "%s=%s: %v", envVar, p, err)
 		}
 		return p
 	}
-	dir := filepath.Join(os.TempDir(), "zarrfs-versitygw-"+VersitygwVersion)
-	bin := filepath.Join(dir, "versitygw")
+	dir := filepath.Join(os.TempDir(), "zarrfs-"+name+"-"+version)
+	bin := filepath.Join(dir, name)
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if _, err := os.Stat(bin); err == nil {
@@ -91,15 +108,15 @@ func Binary(t testing.TB) string {
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	t.Logf("building versitygw %s into %s (once; set ZARRFS_VERSITYGW to skip)", VersitygwVersion, dir)
+	t.Logf("building %s %s into %s (once; set %s to skip)", name, version, dir, envVar)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", "github.com/versity/versitygw/cmd/versitygw@"+VersitygwVersion)
+	cmd := exec.CommandContext(ctx, "go", "install", pkg+"@"+version)
 	cmd.Dir = dir // outside any module
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		missing(t, "go install versitygw %s: %v\n%s", VersitygwVersion, err, out)
+		missing(t, "go install %s@%s: %v\n%s", pkg, version, err, out)
 	}
 	return bin
 }
@@ -310,4 +327,45 @@ func (s *Server) PutDir(t testing.TB, bucket, prefix, dir string) int {
 	}
 	s.Put(t, bucket, prefix, files)
 	return len(files)
+}
+
+// StartFakeGCS runs fake-gcs-server on loopback over plain HTTP with the
+// objects under seed (seed/BUCKET/KEY…) in memory, and returns its endpoint
+// (for gs:// with an endpoint). It stops when the test ends.
+func StartFakeGCS(t testing.TB, seed string) string {
+	t.Helper()
+	bin := FakeGCSBinary(t)
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		port := freePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		var logBuf syncBuffer
+		cmd := exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port),
+			"-public-host", addr, "-backend", "memory", "-data", seed, "-log-level", "warn")
+		cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start fake-gcs-server: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		stop := func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		if err := waitListening(done, addr); err != nil {
+			stop()
+			lastErr = fmt.Errorf("%v\nfake-gcs-server output:\n%s", err, logBuf.String())
+			continue
+		}
+		t.Cleanup(stop)
+		return "http://" + addr
+	}
+	t.Fatalf("fake-gcs-server did not start: %v", lastErr)
+	return ""
 }

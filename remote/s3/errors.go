@@ -171,7 +171,10 @@ func (o *Origin) endpointHint() string {
 
 // permissionHint says which permission a denied operation needs.
 func (o *Origin) permissionHint(op string) string {
-	if o.gcs {
+	switch {
+	case o.gcs && o.anonymous:
+		return "no token was given (--token-file) and the bucket is not public: give an OAuth token (gcloud auth print-access-token > FILE)"
+	case o.gcs:
 		return "the token's account needs storage.objects.get on the bucket (and storage.objects.list to list)"
 	}
 	if o.anonymous {

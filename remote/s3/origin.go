@@ -31,7 +31,7 @@ const GCSEndpoint = "https://storage.googleapis.com"
 
 // Addressing styles (Options.Addressing).
 const (
-	AddressingAuto    = ""        // path-style with Endpoint, virtual-hosted on AWS
+	AddressingAuto    = ""        // path-style with an endpoint and on GCS, virtual-hosted on AWS
 	AddressingPath    = "path"    // https://endpoint/bucket/key
 	AddressingVirtual = "virtual" // https://bucket.endpoint/key
 )
@@ -217,8 +217,10 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	if opts.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
 	}
-	anonymous := opts.Anonymous || (o.gcs && opts.TokenFile == "" && opts.Remote.Token == "")
-	o.anonymous = opts.Anonymous
+	// GCS requests are never SigV4-signed: a bearer token (or nothing) is
+	// added by bearerMiddleware instead.
+	anonymous := opts.Anonymous || o.gcs
+	o.anonymous = opts.Anonymous || (o.gcs && opts.TokenFile == "" && opts.Remote.Token == "")
 	switch {
 	case anonymous:
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
@@ -256,7 +258,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		if o.endpoint != "" {
 			so.BaseEndpoint = aws.String(o.endpoint)
 		}
-		so.UsePathStyle = opts.Addressing == AddressingPath || (opts.Addressing == AddressingAuto && o.endpoint != "" && !o.gcs)
+		// Path-style wherever an endpoint is given (MinIO, Ceph, versitygw
+		// need it) and on GCS (a bucket name with dots breaks the TLS name
+		// of virtual hosts there); virtual-hosted on AWS, which is phasing
+		// path-style out.
+		so.UsePathStyle = opts.Addressing == AddressingPath || (opts.Addressing == AddressingAuto && o.endpoint != "")
 		// Checksums of whole objects do not apply to ranges, and GCS does not
 		// send S3's; ETags and lengths already guard every read.
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
