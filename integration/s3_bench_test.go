@@ -1,0 +1,126 @@
+package integration
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zarrfs/zarrfs/internal/s3test"
+)
+
+// TestS3EpochVersusNginx (run with ZARRFS_BENCH_S3=1; docs/benchmarks.md)
+// reads the same fixture stores, cold, through a mount of versitygw (signed
+// S3 requests, XML listing) and through a mount of nginx, both on loopback:
+// the wall time of one epoch (every file read, 8 readers) and the CPU time
+// the zarrfs daemon spent, which is where signing and XML parsing show.
+func TestS3EpochVersusNginx(t *testing.T) {
+	if os.Getenv("ZARRFS_BENCH_S3") == "" {
+		t.Skip("a benchmark: set ZARRFS_BENCH_S3=1 (and ZARRFS_BENCH_ROUNDS, default 3)")
+	}
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("ZARRFS_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	srv := s3Fixtures(t)
+	for _, fx := range fixtureStores {
+		serveDir := filepath.Join(fixturesDir, fx.serve)
+		ng := newNginx(t, serveDir)
+		var s3Wall, s3CPU, ngWall, ngCPU time.Duration
+		for r := range rounds {
+			for _, which := range []string{"s3", "nginx"} {
+				var m *mounted
+				if which == "s3" {
+					m = mountEnv(t, s3Env(s3test.RootAccess, s3test.RootSecret), s3URL(fx.serve, fx.store), "--s3-endpoint", srv.Endpoint, "--log-level", "warn")
+				} else {
+					m = mount(t, ng.URL(fx.store), "--log-level", "warn")
+				}
+				cpu0 := procCPU(t, m.cmd.Process.Pid)
+				start := time.Now()
+				n := readAll(t, m.Dir, 8)
+				wall := time.Since(start)
+				cpu := procCPU(t, m.cmd.Process.Pid) - cpu0
+				t.Logf("%s round %d via %s: %d bytes, wall %s, daemon CPU %s", fx.name, r, which, n, wall.Round(time.Millisecond), cpu.Round(time.Millisecond))
+				if which == "s3" {
+					s3Wall, s3CPU = s3Wall+wall, s3CPU+cpu
+				} else {
+					ngWall, ngCPU = ngWall+wall, ngCPU+cpu
+				}
+				unmountBounded(t, m.Dir)
+			}
+		}
+		d := time.Duration(rounds)
+		t.Logf("SUMMARY %s: s3 wall %s cpu %s | nginx wall %s cpu %s | s3/nginx wall %.2f cpu %.2f", fx.name,
+			(s3Wall / d).Round(time.Millisecond), (s3CPU / d).Round(time.Millisecond),
+			(ngWall / d).Round(time.Millisecond), (ngCPU / d).Round(time.Millisecond),
+			float64(s3Wall)/float64(ngWall), float64(s3CPU)/float64(ngCPU))
+	}
+}
+
+// readAll reads every file under dir with workers readers, as an epoch does.
+func readAll(t *testing.T, dir string, workers int) int64 {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan string)
+	var total int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var n int64
+			for p := range ch {
+				f, err := os.Open(p)
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				m, err := io.Copy(io.Discard, f)
+				f.Close()
+				if err != nil {
+					t.Error(err)
+				}
+				n += m
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	for _, f := range files {
+		ch <- f
+	}
+	close(ch)
+	wg.Wait()
+	return total
+}
+
+// procCPU is the user+system CPU time of a process so far.
+func procCPU(t *testing.T, pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
