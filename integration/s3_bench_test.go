@@ -27,8 +27,25 @@ func TestS3EpochVersusNginx(t *testing.T) {
 		rounds = n
 	}
 	srv := s3Fixtures(t)
-	for _, fx := range fixtureStores {
+	// A store of 1 MiB chunks (64 MiB of random float32), next to the
+	// fixtures' tiny ones: request overhead matters less as chunks grow.
+	gen := t.TempDir()
+	pythonReady.require(t)
+	if out, err := runScript(t, pythonBin, "-c", `
+import sys, numpy as np, zarr
+z = zarr.open(sys.argv[1] + "/big.zarr", mode="w", shape=(2048, 8192), chunks=(256, 1024), dtype="f4", compressor=None)
+z[:] = np.random.default_rng(1).random((2048, 8192), dtype="f4")
+zarr.consolidate_metadata(sys.argv[1] + "/big.zarr")
+`, gen); err != nil {
+		t.Fatalf("generate: %v\n%s", err, out)
+	}
+	srv.PutDir(t, s3Bucket, s3Key("gen", "big.zarr"), filepath.Join(gen, "big.zarr"))
+	stores := append([]struct{ name, serve, store string }{{"generated-1MiB-chunks", "gen", "big.zarr"}}, fixtureStores...)
+	for _, fx := range stores {
 		serveDir := filepath.Join(fixturesDir, fx.serve)
+		if fx.serve == "gen" {
+			serveDir = gen
+		}
 		ng := newNginx(t, serveDir)
 		var s3Wall, s3CPU, ngWall, ngCPU time.Duration
 		for r := range rounds {
