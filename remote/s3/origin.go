@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,6 +240,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, cerr := cfg.Credentials.Retrieve(rctx)
 		cancel()
+		if cerr != nil && credentialsConfigured() {
+			// A source was configured and failed (a broken profile, an
+			// expired SSO session): say so now, not as 403s later.
+			return nil, fmt.Errorf("%s: AWS credentials: %w (fix the profile or environment, or pass --s3-anonymous for a public bucket)", o.display, cerr)
+		}
 		if cerr != nil {
 			log.Warn("s3: no AWS credentials found; sending anonymous requests (public buckets only)", "store", o.display, "error", cerr.Error())
 			cfg.Credentials = aws.AnonymousCredentials{}
@@ -273,6 +279,29 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		}
 	})
 	return o, nil
+}
+
+// credentialsConfigured reports whether any credential source other than
+// the instance's metadata service is configured, the case in which a
+// failure to get credentials is an error rather than "none: anonymous".
+func credentialsConfigured() bool {
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		if os.Getenv(v) != "" {
+			return true
+		}
+	}
+	home, _ := os.UserHomeDir()
+	for _, f := range []string{os.Getenv("AWS_SHARED_CREDENTIALS_FILE"), os.Getenv("AWS_CONFIG_FILE"),
+		filepath.Join(home, ".aws", "credentials"), filepath.Join(home, ".aws", "config")} {
+		if f == "" || (home == "" && !filepath.IsAbs(f)) {
+			continue
+		}
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // newHTTPClient is the SDK's buildable client with zarrfs's connection
