@@ -7,6 +7,7 @@ package integration
 // zarr-python and zarrita, as for HTTP origins.
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -279,4 +280,47 @@ func TestGCSMount(t *testing.T) {
 			t.Logf("%s via gs://: compared %d entries, %d problems", fx.name, len(tree), len(problems))
 		})
 	}
+}
+
+// TestS3Refresh: an object rewritten in the bucket is seen after `zarrfs
+// refresh`, and `zarrfs stats` reports the refresh.
+func TestS3Refresh(t *testing.T) {
+	fx := fixtureStores[1] // zarrita v2
+	srv := s3Fixtures(t, fx.name)
+	want := filepath.Join(fixturesDir, fx.serve, fx.store)
+	var key string
+	_ = filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
+		if err == nil && key == "" && d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") {
+			if fi, _ := d.Info(); fi != nil && fi.Size() > 8 {
+				key, _ = filepath.Rel(want, p)
+			}
+		}
+		return nil
+	})
+	if key == "" {
+		t.Fatal("no chunk in the fixture")
+	}
+	orig, err := os.ReadFile(filepath.Join(want, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mountEnv(t, s3Env(s3test.RootAccess, s3test.RootSecret), s3URL(fx.serve, fx.store), "--s3-endpoint", srv.Endpoint, "--refresh", "0")
+	got, err := os.ReadFile(m.path(key))
+	if err != nil || !bytes.Equal(got, orig) {
+		t.Fatalf("read %s: %v (equal: %v)", key, err, bytes.Equal(got, orig))
+	}
+	changed := bytes.Clone(orig)
+	for i := range changed {
+		changed[i] ^= 0xff
+	}
+	srv.Put(t, s3Bucket, s3Key(fx.serve, fx.store), map[string][]byte{filepath.ToSlash(key): changed})
+	out := refreshNow(t, m.Dir)
+	got, err = os.ReadFile(m.path(key))
+	if err != nil || !bytes.Equal(got, changed) {
+		t.Fatalf("after refresh (%s) %s reads the old bytes: %v (old: %v)", strings.TrimSpace(out), key, err, bytes.Equal(got, orig))
+	}
+	if r := lastRefresh(t, m.Dir); r == nil || !r.Changed || r.ChangedKeys != 1 {
+		t.Errorf("last refresh: %+v", r)
+	}
+	t.Logf("refresh: %s", strings.TrimSpace(out))
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -278,6 +279,10 @@ func (e *bodyError) Unwrap() error { return e.err }
 
 var errStalled = errors.New("no data for the stall timeout")
 
+// copyBufs recycles copyBody's buffers: a chunk read is often smaller than
+// the buffer, and a fresh 64 KiB per request was most of the garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // copyBody copies r to w; a read that makes no progress for StallTimeout
 // cuts the attempt (stop) and fails with a bodyError. A write error is
 // returned as is: it is the caller's, never retried.
@@ -285,7 +290,9 @@ func (o *Origin) copyBody(ctx context.Context, stop func(), w io.Writer, r io.Re
 	var stalled atomic.Bool
 	t := time.AfterFunc(o.opts.Remote.StallTimeout, func() { stalled.Store(true); stop() })
 	defer t.Stop()
-	buf := make([]byte, 64<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var n int64
 	for {
 		m, rerr := r.Read(buf)
