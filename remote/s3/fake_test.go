@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,4 +198,36 @@ func TestRegionRedirect(t *testing.T) {
 	if !errors.Is(err, ErrWrongRegion) || !strings.Contains(err.Error(), "--s3-region eu-west-1") {
 		t.Fatalf("wrong explicit region: %v", err)
 	}
+}
+
+// TestCredentialSources: with no source configured the origin falls back
+// to anonymous requests (public buckets); a configured source that fails
+// is an error at Open that says how to fix it.
+func TestCredentialSources(t *testing.T) {
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		t.Setenv(v, "")
+	}
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	o, err := Open(ctxT(t), "s3://b/s.zarr", Options{Endpoint: "http://127.0.0.1:9"})
+	if err != nil || !o.anonymous {
+		t.Fatalf("no credentials anywhere: %v, anonymous=%v", err, o != nil && o.anonymous)
+	}
+	o.Close()
+
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("[profile broken]\ncredential_process = /bin/false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", cfg)
+	t.Setenv("AWS_PROFILE", "broken")
+	_, err = Open(ctxT(t), "s3://b/s.zarr", Options{Endpoint: "http://127.0.0.1:9"})
+	if err == nil || !strings.Contains(err.Error(), "AWS credentials") || !strings.Contains(err.Error(), "--s3-anonymous") {
+		t.Fatalf("broken profile: %v", err)
+	}
+	t.Log(err)
 }
