@@ -16,6 +16,8 @@ import (
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/readahead"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/origins"
+	"github.com/zarrfs/zarrfs/remote/s3"
 	"github.com/zarrfs/zarrfs/vfs"
 	"github.com/zarrfs/zarrfs/vfs/store"
 )
@@ -25,6 +27,8 @@ type mountConfig struct {
 	URL        string
 	Mountpoint string
 	Remote     remote.Options
+	// S3 configures s3:// and gs:// origins.
+	S3 s3.Options
 	// CacheDir, CacheBytes and CacheFree place and bound the chunk cache:
 	// at most CacheBytes of entries, and at least CacheFree left free on
 	// its file system.
@@ -77,7 +81,7 @@ func mountStore(ctx context.Context, cfg mountConfig) (m *session, err error) {
 	if err := fusefs.CheckFusermount(); err != nil {
 		return nil, err
 	}
-	origin, err := remote.Open(cfg.URL, cfg.Remote)
+	origin, err := origins.Open(ctx, cfg.URL, origins.Options{Remote: cfg.Remote, S3: cfg.S3})
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/origins"
 	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
@@ -51,6 +52,7 @@ type mountFlags struct {
 	attrTimeout  time.Duration
 	metricsAddr  string
 	prefetch     bool
+	s3           s3Flags // --s3-* (origin.go)
 }
 
 func runMount(args []string) error {
@@ -59,7 +61,7 @@ func runMount(args []string) error {
 	fl.Usage = func() {
 		fmt.Fprint(os.Stdout, `Usage: zarrfs mount [flags] URL MOUNTPOINT
 
-Mount the zarr store at URL (http:// or https://) read-only on MOUNTPOINT, an
+Mount the zarr store at URL (https://, http://, s3:// or gs://) read-only on MOUNTPOINT, an
 empty directory. Returns once the mount is live; the daemon keeps serving in
 its own session (an interrupted notebook cell or a closed shell does not stop
 it) until 'zarrfs unmount MOUNTPOINT'. Sizes take 512MiB, 10G, 1.5TiB.
@@ -67,6 +69,7 @@ it) until 'zarrfs unmount MOUNTPOINT'. Sizes take 512MiB, 10G, 1.5TiB.
 Examples:
   zarrfs mount https://storage:8443/era5.zarr /content/era5
   ZARRFS_TOKEN=... zarrfs mount --pin sha256:9f86d0... https://storage:8443/era5.zarr /content/era5
+  zarrfs mount --s3-endpoint https://minio:9000 s3://bucket/era5.zarr /mnt/era5
   zarrfs mount --cache-size 50G --token-file ~/.zarrfs-token https://host/d.zarr /mnt/d
   zarrfs mount --foreground --metrics-addr 127.0.0.1:9464 https://host/d.zarr /mnt/d   # systemd
 
@@ -92,6 +95,7 @@ Flags:
 	fl.DurationVar(&f.refresh, "refresh", 30*time.Second, "revalidate the store on the origin this often and show changes (0: only on 'zarrfs refresh')")
 	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Hour, "how long the kernel caches names and sizes")
 	fl.BoolVar(&f.prefetch, "prefetch", false, "start filling the cache with the whole store at mount time, when it fits --cache-size (see zarrfs stats)")
+	addS3Flags(fl, &f.s3)
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve the mount's counters at http://`HOST:PORT`/metrics in Prometheus text format")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -301,10 +305,14 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 		AttrValid:     f.attrTimeout,
 		ControlSocket: sock,
 		RefreshEvery:  f.refresh,
+		S3:            f.s3.options(f.tokenFile),
 		PrefetchAll:   f.prefetch,
 		Logger:        log,
 	})
 	if err != nil {
+		if origins.IsObjectStore(url) {
+			return adviseObjectStore(url, err)
+		}
 		return adviseOrigin(ctx, url, remoteOpts, err)
 	}
 	if metricsLn != nil {

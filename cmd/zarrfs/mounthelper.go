@@ -31,7 +31,8 @@ func isMountHelper(argv0 string) bool {
 // command name.
 func looksLikeURL(s string) bool {
 	s = strings.TrimPrefix(s, "zarrfs#")
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") ||
+		strings.HasPrefix(s, "s3://") || strings.HasPrefix(s, "gs://")
 }
 
 // helperValueOptions maps -o NAME=VALUE options to `zarrfs mount` flags.
@@ -77,7 +78,8 @@ Install it with: ln -s "$(command -v zarrfs)" /sbin/mount.zarrfs
 
 Options map to 'zarrfs mount' flags: cache_dir=, cache_size=, cache_min_free=,
 token_file=, ca_cert=, pin=, log_file=, log_level=, retry_timeout=, refresh=,
-attr_timeout=, metrics_addr=, allow_other, prefetch. _netdev, nofail, auto, noauto,
+attr_timeout=, metrics_addr=, allow_other, prefetch; for s3:// and gs:// sources
+s3_endpoint=, s3_region=, s3_addressing=, s3_anonymous. _netdev, nofail, auto, noauto,
 user, ro, rw (the mount is always read-only) and x-systemd.* are accepted and
 ignored. -f checks the options without mounting; -s ignores unknown options;
 -v says what it does; -n is accepted (there is no mtab to skip).
