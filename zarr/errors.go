@@ -14,6 +14,9 @@ var (
 	// ErrConflict marks a tree insertion that contradicts what the tree holds
 	// (a node below an array, an array where a group with children exists).
 	ErrConflict = errors.New("conflicting zarr hierarchy")
+	// ErrParentSkipped marks a node that cannot be added because it, or a
+	// group above it, was left out of the tree (Tree.Skip).
+	ErrParentSkipped = errors.New("inside a node that was left out")
 	// ErrChecksum marks a shard index whose crc32c does not match its contents.
 	ErrChecksum = errors.New("shard index checksum mismatch")
 )
