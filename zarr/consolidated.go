@@ -62,7 +62,7 @@ func TreeFromZMetadata(data []byte) (*Tree, error) {
 		}
 		field := fmt.Sprintf("metadata[%q]", key)
 		if _, err := splitNodePath(dir); err != nil {
-			t.Skip(dir, invalidf(doc, field, "names an invalid node path: %v", err))
+			t.Skip(dir, badPathf(doc, field, "names an invalid node path: %v", err))
 			continue
 		}
 		if p, ok := t.skippedAncestor(dir); ok {
@@ -244,15 +244,15 @@ func addV3Consolidated(t *Tree, doc, prefix string, raw json.RawMessage, nesting
 		entryField := fmt.Sprintf("%s.metadata[%q]", field, key)
 		path := joinPath(prefix, key)
 		if key == "" {
-			t.Skip(prefix+"/", invalidf(doc, entryField, "names the group itself; keys must be relative paths of its descendants"))
+			t.Skip(prefix+"/", badPathf(doc, entryField, "names the group itself; keys must be relative paths of its descendants"))
 			continue
 		}
 		if _, err := splitNodePath(key); err != nil {
-			t.Skip(path, invalidf(doc, entryField, "names an invalid node path: %v", err))
+			t.Skip(path, badPathf(doc, entryField, "names an invalid node path: %v", err))
 			continue
 		}
 		if _, err := splitNodePath(path); err != nil {
-			t.Skip(path, invalidf(doc, entryField, "names an invalid node path: %v", err))
+			t.Skip(path, badPathf(doc, entryField, "names an invalid node path: %v", err))
 			continue
 		}
 		if p, ok := t.skippedAncestor(path); ok {

@@ -213,19 +213,19 @@ func splitNodePath(path string) ([]string, error) {
 	for _, c := range comps {
 		switch {
 		case c == "":
-			return nil, fmt.Errorf("node path %q has an empty component (leading, trailing or doubled \"/\"): %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q has an empty component (leading, trailing or doubled \"/\"): %w", path, ErrBadPath)
 		case strings.Trim(c, ".") == "":
-			return nil, fmt.Errorf("node path %q has a component made only of periods: %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q has a component made only of periods: %w", path, ErrBadPath)
 		case IsMetadataName(c):
-			return nil, fmt.Errorf("node path %q uses the metadata document name %q as a node name: %w", path, c, ErrInvalid)
+			return nil, fmt.Errorf("node path %q uses the metadata document name %q as a node name: %w", path, c, ErrBadPath)
 		case strings.IndexByte(c, 0) >= 0:
-			return nil, fmt.Errorf("node path %q contains a NUL byte: %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q contains a NUL byte: %w", path, ErrBadPath)
 		case strings.IndexByte(c, '\\') >= 0:
 			// Legal on Linux, but a path separator to any Windows-written
 			// store or client: the name means different things to each.
-			return nil, fmt.Errorf("node path %q contains a backslash: %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q contains a backslash: %w", path, ErrBadPath)
 		case len(c) > MaxNameBytes:
-			return nil, fmt.Errorf("node path %q has a component of %d bytes; file names are at most %d: %w", path, len(c), MaxNameBytes, ErrInvalid)
+			return nil, fmt.Errorf("node path %q has a component of %d bytes; file names are at most %d: %w", path, len(c), MaxNameBytes, ErrBadPath)
 		}
 	}
 	return comps, nil
