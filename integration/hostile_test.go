@@ -429,13 +429,14 @@ func TestHostileHugeMetadata(t *testing.T) {
 			t.Logf("after %.1fs, daemon peak RSS %d MiB: %s", time.Since(start).Seconds(), peakKB>>10, line)
 			// The limit itself is 256 MiB: a streamed document is read up to it (in blocks, not a
 			// doubling buffer); a sized one not at all. The race detector's shadow memory adds
-			// to what the same heap costs.
+			// to what the same heap costs: measured 264 MiB plain and 792 MiB under -race, where
+			// a doubling buffer took 1037 MiB and 3700 MiB.
 			limitKB := int64(300 << 10)
 			if mode == "sized" {
 				limitKB = 100 << 10
 			}
 			if raceEnabled {
-				limitKB *= 2
+				limitKB = limitKB * 7 / 2
 			}
 			if peakKB == 0 || peakKB > limitKB {
 				t.Errorf("daemon peak RSS %d kB, want (0, %d]", peakKB, limitKB)
