@@ -7,6 +7,7 @@ package integration
 // mount with one clear line, with the daemon's memory bounded.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/zarrfs/zarrfs/remote/wire"
 )
 
 // hostileLongName is one byte over NAME_MAX: no file system can hold it, but a .zmetadata can.
@@ -440,6 +445,58 @@ func TestHostileHugeMetadata(t *testing.T) {
 			}
 			if peakKB == 0 || peakKB > limitKB {
 				t.Errorf("daemon peak RSS %d kB, want (0, %d]", peakKB, limitKB)
+			}
+		})
+	}
+}
+
+// TestHostileManifest: a manifest whose keys escape the store or repeat is refused whole (the
+// decoder in remote/wire checks every key), and the mount fails with one line saying so rather
+// than mounting a tree built from it.
+func TestHostileManifest(t *testing.T) {
+	fuseReady.require(t)
+	for name, keys := range map[string][]string{
+		"escaping":  {".zgroup", "a/../../etc/passwd"},
+		"absolute":  {"/etc/passwd", ".zgroup"},
+		"duplicate": {".zgroup", "a/.zarray", "a/.zarray"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var raw bytes.Buffer
+			enc := wire.NewEncoder(&raw)
+			if err := enc.WriteHeader(); err != nil {
+				t.Fatal(err)
+			}
+			for i, k := range keys {
+				if err := enc.Add(k, 24, fmt.Sprintf(`"v%d"`, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := enc.End(); err != nil {
+				t.Fatal(err)
+			}
+			zw, err := zstd.NewWriter(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := zw.EncodeAll(raw.Bytes(), nil)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/store.zarr/" + wire.ManifestPath:
+					w.Header().Set("Content-Type", wire.ContentType)
+					w.Header().Set("ETag", `"m"`)
+					_, _ = w.Write(body)
+				case "/store.zarr/.zgroup", "/store.zarr/a/.zarray":
+					_, _ = w.Write([]byte(`{"zarr_format":2}`))
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			out, _ := failMount(t, srv.URL+"/store.zarr")
+			if line := zarrfsLine(out, "malformed zarrfs manifest"); line == "" {
+				t.Errorf("no line about the malformed manifest:\n%s", out)
+			} else {
+				t.Logf("%s", line)
 			}
 		})
 	}

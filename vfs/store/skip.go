@@ -62,6 +62,8 @@ func fixFor(err error, consolidated bool) string {
 		return "fix the group it is inside"
 	case errors.Is(err, zarr.ErrBadPath):
 		return fmt.Sprintf("rename it on the storage machine: each name must be non-empty, not \".\" or \"..\", without NUL or backslash, at most %d bytes%s", zarr.MaxNameBytes, again)
+	case errors.Is(err, zarr.ErrConflict):
+		return "move or remove it on the storage machine: nothing can be inside an array, and one path cannot be both a group and an array" + again
 	case errors.Is(err, zarr.ErrUnsupported):
 		return "zarrfs cannot name this array's chunks: rewrite it with a regular chunk grid, the default or v2 chunk key encoding and at most " +
 			fmt.Sprint(zarr.MaxDims) + " dimensions, or read it without zarrfs"
