@@ -47,6 +47,14 @@ func checkSkipCases(t *testing.T, build func([]byte) (*Tree, error), cases []ski
 					t.Errorf("reason %q does not contain %q", first, tt.msg)
 				}
 			}
+			// A node left out because a group above it was says so.
+			for _, s := range tr.Skipped() {
+				for _, q := range tt.skipped {
+					if strings.HasPrefix(s.Path, q+"/") && CheckNodePath(s.Path) == nil && !errors.Is(s.Err, ErrParentSkipped) {
+						t.Errorf("%q is inside skipped %q, but its reason %q does not wrap ErrParentSkipped", s.Path, q, s.Err)
+					}
+				}
+			}
 			for _, p := range tt.skipped {
 				if tr.Lookup(p) != nil {
 					t.Errorf("skipped node %q is still in the tree", p)

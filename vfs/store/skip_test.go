@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -30,9 +31,14 @@ type memOrigin struct {
 	extraDirs    map[string][]string // dir -> directory names listed on top of the real ones
 	withManifest bool
 	fail         map[string]error // key -> error a GET answers
+	mu           sync.Mutex
+	gets         []string // keys asked for, in order
 }
 
 func (o *memOrigin) Get(_ context.Context, key string, _ int64) ([]byte, remote.Object, error) {
+	o.mu.Lock()
+	o.gets = append(o.gets, key)
+	o.mu.Unlock()
 	if err, ok := o.fail[key]; ok {
 		return nil, remote.Object{}, err
 	}
@@ -231,6 +237,12 @@ func TestDiscoverSkipsBadNodes(t *testing.T) {
 			for _, p := range append(slices.Clone(tc.bad), "badgrp/child", "badgrp/x") {
 				if zarr.CheckNodePath(p) == nil && s.Tree.Lookup(p) != nil {
 					t.Errorf("bad node %q mounted", p)
+				}
+			}
+			// A document below a name that cannot be mounted is not even fetched.
+			for _, k := range tc.origin.gets {
+				if zarr.CheckNodePath(path.Dir(k)) != nil && path.Dir(k) != "." {
+					t.Errorf("fetched %q", k)
 				}
 			}
 			// Every name in the tree can be a file name.
