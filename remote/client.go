@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -304,24 +303,66 @@ func (c *Client) Get(ctx context.Context, key string, maxBytes int64) ([]byte, O
 		if resp.ContentLength > maxBytes {
 			return permanent(fmt.Errorf("GET %s: object is %d bytes, more than the %d-byte limit", u, resp.ContentLength, maxBytes))
 		}
-		var buf bytes.Buffer
-		if resp.ContentLength > 0 {
-			buf.Grow(int(resp.ContentLength))
-		}
-		if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBytes+1)); err != nil {
-			return c.transportError(resp.Request.Context(), http.MethodGet, u, err)
-		}
-		if int64(buf.Len()) > maxBytes {
+		got, err := readLimited(resp.Body, resp.ContentLength, maxBytes)
+		if errors.Is(err, errTooLarge) {
 			return permanent(fmt.Errorf("GET %s: object is more than the %d-byte limit", u, maxBytes))
 		}
-		data = buf.Bytes()
-		obj = objectOf(resp, int64(buf.Len()))
+		if err != nil {
+			return c.transportError(resp.Request.Context(), http.MethodGet, u, err)
+		}
+		data = got
+		obj = objectOf(resp, int64(len(got)))
 		return nil
 	})
 	if err != nil {
 		return nil, Object{}, err
 	}
 	return data, obj, nil
+}
+
+// errTooLarge: a body of unknown length went past the limit.
+var errTooLarge = errors.New("body larger than the limit")
+
+// readBlock is the unit a body of unknown length is read in.
+const readBlock = 1 << 20
+
+// readLimited reads a whole body of at most max bytes. A body of known
+// length is read into one buffer of that size. One of unknown length
+// (chunked) is read in blocks and joined at the end: growing one buffer by
+// doubling would hold up to three times the limit while a hostile body runs
+// past it, where blocks hold the limit at most and are dropped at once.
+func readLimited(r io.Reader, length, max int64) ([]byte, error) {
+	if length >= 0 {
+		buf := make([]byte, length)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	var blocks [][]byte
+	var total int64
+	for {
+		b := make([]byte, readBlock)
+		n, err := io.ReadFull(r, b)
+		total += int64(n)
+		if total > max {
+			return nil, errTooLarge
+		}
+		if n > 0 {
+			blocks = append(blocks, b[:n])
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([]byte, 0, total)
+	for _, b := range blocks {
+		out = append(out, b...)
+	}
+	return out, nil
 }
 
 func objectOf(resp *http.Response, size int64) Object {

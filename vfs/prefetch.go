@@ -20,6 +20,7 @@ import (
 
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/readahead"
+	"github.com/zarrfs/zarrfs/remote"
 	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
@@ -344,6 +345,13 @@ func (sp prefetchSpan) forEach(fn func([]int64) bool) {
 func (f *FS) estimate(st *store.Store, spans []prefetchSpan) (keys, bytes int64, exact bool) {
 	if man := st.Manifest; man != nil {
 		for _, sp := range spans {
+			if sparse(man, sp) {
+				for _, c := range listedChunks(man, sp) {
+					keys++
+					bytes += c.size
+				}
+				continue
+			}
 			sp.forEach(func(c []int64) bool {
 				if size, _, ok := man.Lookup(path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(c))); ok {
 					keys++
@@ -369,9 +377,24 @@ func spanFeed(st *store.Store, spans []prefetchSpan, p *readahead.Planner) func(
 	si := 0
 	var coords []int64 // next chunk of spans[si]; nil = start of it
 	var est int64
+	var listed []listedChunk // the rest of a sparse span's chunks; see sparse
+	listing := false
 	return func() (cache.Want, bool) {
 		for si < len(spans) {
 			sp := spans[si]
+			if coords == nil && !listing && st.Manifest != nil && sparse(st.Manifest, sp) {
+				listed, listing = listedChunks(st.Manifest, sp), true
+			}
+			if listing {
+				if len(listed) == 0 {
+					si++
+					listing = false
+					continue
+				}
+				c := listed[0]
+				listed = listed[1:]
+				return cache.Want{Key: c.key, Version: c.version, Size: c.size}, true
+			}
 			if coords == nil {
 				if sp.count() == 0 {
 					si++
@@ -394,6 +417,50 @@ func spanFeed(st *store.Store, spans []prefetchSpan, p *readahead.Planner) func(
 		}
 		return cache.Want{}, false
 	}
+}
+
+// sparse reports whether a span holds more chunks than the manifest has
+// keys: most of its coordinates name nothing stored, and walking them (a
+// grid of 9e18 chunks is valid zarr) would never end; its chunks are found
+// from the manifest's keys instead.
+func sparse(man *remote.Manifest, sp prefetchSpan) bool {
+	return sp.count() > int64(man.Len())
+}
+
+// listedChunk is a chunk of a span that the manifest lists.
+type listedChunk struct {
+	coords       []int64
+	key, version string
+	size         int64
+}
+
+// listedChunks returns the chunks of sp the manifest lists, in C order, in
+// one pass over the manifest's keys.
+func listedChunks(man *remote.Manifest, sp prefetchSpan) []listedChunk {
+	var out []listedChunk
+	prefix := sp.arr.Path + "/"
+	if sp.arr.Path == "" {
+		prefix = ""
+	}
+	man.Keys(func(key string, size int64, version string) bool {
+		rel, ok := strings.CutPrefix(key, prefix)
+		if !ok {
+			return true
+		}
+		kind, coords := sp.arr.Array.Resolve(strings.Split(rel, "/"))
+		if kind != zarr.EntryChunk || key != path.Join(sp.arr.Path, sp.arr.Array.ChunkKey(coords)) {
+			return true
+		}
+		for i, c := range coords {
+			if c < sp.lo[i] || c >= sp.hi[i] {
+				return true
+			}
+		}
+		out = append(out, listedChunk{coords: coords, key: key, version: version, size: size})
+		return true
+	})
+	slices.SortFunc(out, func(a, b listedChunk) int { return slices.Compare(a.coords, b.coords) })
+	return out
 }
 
 // advance moves coords to the next chunk in C order within [lo, hi); false

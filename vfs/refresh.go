@@ -83,6 +83,9 @@ func (f *FS) refresh(ctx context.Context) (rep RefreshReport, err error) {
 	rep.Changed = true
 	rep.ChangedKeys = len(changedKeys)
 	rep.NodesAdded, rep.NodesRemoved, rep.NodesChanged = store.DiffTrees(old.Tree, next.Tree)
+	// A node that became malformed is removed like a deleted one, with a
+	// warning; problems the old version already had are not repeated.
+	store.WarnSkipped(f.log, next.Skipped, old.Skipped)
 
 	f.view.Store(&view{Store: next})
 	if next.Manifest == nil {

@@ -11,6 +11,11 @@ import (
 // ({"zarr_consolidated_format":1,"metadata":{".zgroup":{...},"a/.zarray":{...}}}).
 // The root's MetaFiles include ".zmetadata". Keys naming other documents than
 // .zgroup, .zarray and .zattrs are ignored.
+//
+// A node whose key or document is unusable (an invalid path, a malformed
+// .zarray, .zgroup or .zattrs, a place that contradicts the hierarchy) is
+// left out with its descendants and reported by the tree's Skipped; only a
+// malformed document as a whole, or a malformed root node, is an error.
 func TreeFromZMetadata(data []byte) (*Tree, error) {
 	const doc = ZMetadata
 	m, err := decodeDocument(doc, data)
@@ -35,42 +40,77 @@ func TreeFromZMetadata(data []byte) (*Tree, error) {
 
 	t := NewTree()
 	var attrs []string
+	// fail reports a problem with one node: an error at the root, a
+	// skipped node below it.
+	fail := func(dir string, err error) error {
+		if dir == "" {
+			return err
+		}
+		t.Skip(dir, err)
+		return nil
+	}
 	for _, key := range sortedByDepth(entries) {
 		dir, base := "", key
 		if i := strings.LastIndexByte(key, '/'); i >= 0 {
 			dir, base = key[:i], key[i+1:]
+			if i == 0 {
+				dir = "/" // an absolute key is not the root's: invalid
+			}
 		}
 		if base != ZGroup && base != ZArray && base != ZAttrs {
 			continue
 		}
 		field := fmt.Sprintf("metadata[%q]", key)
 		if _, err := splitNodePath(dir); err != nil {
-			return nil, invalidf(doc, field, "names an invalid node path: %v", err)
+			t.Skip(dir, badPathf(doc, field, "names an invalid node path: %v", err))
+			continue
+		}
+		if p, ok := t.skippedAncestor(dir); ok {
+			if p != dir {
+				t.Skip(dir, parentSkippedError(dir, p))
+			}
+			continue
 		}
 		entryDoc := doc + " " + field
 		body, err := consolidatedEntry(doc, field, entries[key])
 		if err != nil {
-			return nil, err
+			if err := fail(dir, err); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		switch base {
 		case ZGroup:
 			if err := parseZGroup(entryDoc, body); err != nil {
-				return nil, err
+				if err := fail(dir, err); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			if _, err := t.Add(dir, KindGroup, nil, ZGroup); err != nil {
-				return nil, invalidf(doc, field, "does not fit the hierarchy: %v", err)
+				if err := fail(dir, invalidf(doc, field, "does not fit the hierarchy: %v", err)); err != nil {
+					return nil, err
+				}
 			}
 		case ZArray:
 			a, err := parseZArray(entryDoc, body)
 			if err != nil {
-				return nil, err
+				if err := fail(dir, err); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			if _, err := t.Add(dir, KindArray, a, ZArray); err != nil {
-				return nil, invalidf(doc, field, "does not fit the hierarchy: %v", err)
+				if err := fail(dir, invalidf(doc, field, "does not fit the hierarchy: %v", err)); err != nil {
+					return nil, err
+				}
 			}
 		case ZAttrs:
 			if !isJSONObject(body) {
-				return nil, invalidf(doc, field, "must be a JSON object of attributes")
+				if err := fail(dir, invalidf(doc, field, "must be a JSON object of attributes")); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			attrs = append(attrs, dir)
 		}
@@ -78,9 +118,15 @@ func TreeFromZMetadata(data []byte) (*Tree, error) {
 	// Attributes last, so that they attach to the node their directory's
 	// .zgroup or .zarray defines, whatever the key order.
 	for _, dir := range attrs {
+		if _, ok := t.skippedAncestor(dir); ok {
+			continue
+		}
 		n, err := t.ensure(dir)
 		if err != nil {
-			return nil, invalidf(doc, fmt.Sprintf("metadata[%q]", joinPath(dir, ZAttrs)), "does not fit the hierarchy: %v", err)
+			if err := fail(dir, invalidf(doc, fmt.Sprintf("metadata[%q]", joinPath(dir, ZAttrs)), "does not fit the hierarchy: %v", err)); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		n.addMetaFiles(ZAttrs)
 	}
@@ -131,6 +177,10 @@ func joinPath(dir, name string) string {
 // consolidated_metadata is null or absent. Every node gets MetaFiles
 // ["zarr.json"]; a root that is an array gives a tree with one array node.
 // Nested groups' own inline consolidated metadata is merged in.
+//
+// As with TreeFromZMetadata, an unusable entry is left out with its
+// descendants (see Tree.Skipped); only a malformed root document, or
+// malformed consolidated metadata of the root, is an error.
 func TreeFromV3Consolidated(rootDoc []byte) (t *Tree, ok bool, err error) {
 	const doc = ZarrJSON
 	root, err := parseV3(doc, rootDoc)
@@ -163,7 +213,9 @@ func TreeFromV3Consolidated(rootDoc []byte) (t *Tree, ok bool, err error) {
 const maxConsolidatedNesting = 32
 
 // addV3Consolidated adds the nodes of one consolidated_metadata member, whose
-// keys are relative to the group at prefix.
+// keys are relative to the group at prefix. An error is about the member as
+// a whole (the caller fails or skips the group at prefix); unusable entries
+// are skipped.
 func addV3Consolidated(t *Tree, doc, prefix string, raw json.RawMessage, nesting int) error {
 	const field = "consolidated_metadata"
 	if nesting > maxConsolidatedNesting {
@@ -190,30 +242,45 @@ func addV3Consolidated(t *Tree, doc, prefix string, raw json.RawMessage, nesting
 	}
 	for _, key := range sortedByDepth(entries) {
 		entryField := fmt.Sprintf("%s.metadata[%q]", field, key)
+		path := joinPath(prefix, key)
 		if key == "" {
-			return invalidf(doc, entryField, "names the group itself; keys must be relative paths of its descendants")
+			t.Skip(prefix+"/", badPathf(doc, entryField, "names the group itself; keys must be relative paths of its descendants"))
+			continue
 		}
 		if _, err := splitNodePath(key); err != nil {
-			return invalidf(doc, entryField, "names an invalid node path: %v", err)
+			t.Skip(path, badPathf(doc, entryField, "names an invalid node path: %v", err))
+			continue
 		}
-		path := joinPath(prefix, key)
+		if _, err := splitNodePath(path); err != nil {
+			t.Skip(path, badPathf(doc, entryField, "names an invalid node path: %v", err))
+			continue
+		}
+		if p, ok := t.skippedAncestor(path); ok {
+			if p != path {
+				t.Skip(path, parentSkippedError(path, p))
+			}
+			continue
+		}
 		entryDoc := doc + " " + entryField
 		n, err := parseV3(entryDoc, entries[key])
 		if err != nil {
-			return err
+			t.Skip(path, err)
+			continue
 		}
 		if existing := t.Lookup(path); existing != nil && !existing.Implicit {
 			// Writers flatten nested groups' entries into the root and may also
 			// keep them in the nested group: the same node twice is fine.
 			if existing.Kind != n.kind {
-				return invalidf(doc, entryField, "is %s but %q is also listed as %s", n.kind.withArticle(), path, existing.Kind.withArticle())
+				t.Skip(path, invalidf(doc, entryField, "is %s but %q is also listed as %s", n.kind.withArticle(), path, existing.Kind.withArticle()))
+				continue
 			}
 		} else if _, err := t.Add(path, n.kind, n.array, ZarrJSON); err != nil {
-			return invalidf(doc, entryField, "does not fit the hierarchy: %v", err)
+			t.Skip(path, invalidf(doc, entryField, "does not fit the hierarchy: %v", err))
+			continue
 		}
 		if n.kind == KindGroup && n.consolidated != nil {
 			if err := addV3Consolidated(t, entryDoc, path, n.consolidated, nesting+1); err != nil {
-				return err
+				t.Skip(path, err)
 			}
 		}
 	}

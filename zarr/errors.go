@@ -14,6 +14,13 @@ var (
 	// ErrConflict marks a tree insertion that contradicts what the tree holds
 	// (a node below an array, an array where a group with children exists).
 	ErrConflict = errors.New("conflicting zarr hierarchy")
+	// ErrBadPath marks a node path (or one name in it) that cannot be a
+	// directory of the mount: empty, ".", "..", a NUL, a backslash, a
+	// metadata document's name, more than MaxNameBytes. It wraps ErrInvalid.
+	ErrBadPath = fmt.Errorf("invalid node path: %w", ErrInvalid)
+	// ErrParentSkipped marks a node that cannot be added because it, or a
+	// group above it, was left out of the tree (Tree.Skip).
+	ErrParentSkipped = errors.New("inside a node that was left out")
 	// ErrChecksum marks a shard index whose crc32c does not match its contents.
 	ErrChecksum = errors.New("shard index checksum mismatch")
 )
@@ -37,6 +44,10 @@ func (e *MetadataError) Unwrap() error { return e.Kind }
 
 func invalidf(doc, field, format string, args ...any) error {
 	return &MetadataError{Document: doc, Field: field, Problem: fmt.Sprintf(format, args...), Kind: ErrInvalid}
+}
+
+func badPathf(doc, field, format string, args ...any) error {
+	return &MetadataError{Document: doc, Field: field, Problem: fmt.Sprintf(format, args...), Kind: ErrBadPath}
 }
 
 func unsupportedf(doc, field, format string, args ...any) error {

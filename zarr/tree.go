@@ -2,6 +2,7 @@ package zarr
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -62,15 +63,97 @@ func (n *Node) addMetaFiles(names ...string) {
 	}
 }
 
+// MaxNameBytes bounds one component of a node path: NAME_MAX of Linux file
+// systems, so a longer name could be listed but never opened.
+const MaxNameBytes = 255
+
 // Tree is the hierarchy of a store. It is not safe for concurrent
 // modification; build it, then share it read-only.
 type Tree struct {
 	root *Node
+	// skipped are the paths left out (see Skip), valid or not; skippedList
+	// keeps them with their reasons in the order met.
+	skipped     map[string]bool
+	skippedList []SkippedNode
+}
+
+// SkippedNode is a node left out of a tree because its metadata (or its
+// name, or its parent's) is unusable; the rest of the tree stands.
+type SkippedNode struct {
+	// Path is the node's path as the metadata spells it; it may be an
+	// invalid path (one with "..", a NUL, a backslash, ...).
+	Path string
+	// Err says what is wrong: a *MetadataError, or an error wrapping
+	// ErrInvalid, ErrUnsupported, ErrConflict or ErrParentSkipped.
+	Err error
 }
 
 // NewTree returns a tree holding only an implicit root group.
 func NewTree() *Tree {
-	return &Tree{root: newImplicitGroup("", "")}
+	return &Tree{root: newImplicitGroup("", ""), skipped: map[string]bool{}}
+}
+
+// Skip leaves the node at path out of the tree: it is removed if present,
+// with its descendants (recorded as skipped for ErrParentSkipped), and no
+// node can be added at or below it afterwards. The first reason recorded
+// for a path is kept. The root cannot be skipped: a tree without its root
+// is no tree, so callers fail instead.
+func (t *Tree) Skip(path string, err error) {
+	if path == "" {
+		panic("zarr: Tree.Skip of the root")
+	}
+	if t.skipped[path] {
+		return
+	}
+	// An invalid path is kept too, for dedup only: the valid paths that
+	// skippedAncestor asks about never equal it.
+	t.skipped[path] = true
+	t.skippedList = append(t.skippedList, SkippedNode{Path: path, Err: err})
+	n := t.Lookup(path)
+	if n == nil {
+		return
+	}
+	parent := t.Lookup(parentPath(path))
+	delete(parent.Children, n.Name)
+	var drop func(*Node)
+	drop = func(c *Node) {
+		for _, name := range c.ChildNames() {
+			child := c.Children[name]
+			if !child.Implicit {
+				t.skippedList = append(t.skippedList, SkippedNode{Path: child.Path, Err: parentSkippedError(child.Path, path)})
+			}
+			t.skipped[child.Path] = true
+			drop(child)
+		}
+	}
+	drop(n)
+}
+
+// Skipped returns the nodes left out, in the order they were.
+func (t *Tree) Skipped() []SkippedNode { return slices.Clone(t.skippedList) }
+
+// skippedAncestor returns the nearest skipped node at or above path.
+func (t *Tree) skippedAncestor(path string) (string, bool) {
+	if len(t.skipped) == 0 {
+		return "", false
+	}
+	for p := path; p != ""; p = parentPath(p) {
+		if t.skipped[p] {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func parentSkippedError(path, skipped string) error {
+	return fmt.Errorf("%q is inside %q, which was left out: %w", path, skipped, ErrParentSkipped)
+}
+
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 func newImplicitGroup(path, name string) *Node {
@@ -112,6 +195,15 @@ func (t *Tree) Walk(fn func(*Node) error) error {
 	return walk(t.root)
 }
 
+// CheckNodePath reports whether path can name a node below the mount: no
+// empty, "." or ".." component, no metadata document name, no NUL or
+// backslash, no component longer than MaxNameBytes. The error wraps
+// ErrInvalid. "" (the root) is valid.
+func CheckNodePath(path string) error {
+	_, err := splitNodePath(path)
+	return err
+}
+
 // splitNodePath checks a node path and returns its components (none for the root).
 func splitNodePath(path string) ([]string, error) {
 	if path == "" {
@@ -121,13 +213,19 @@ func splitNodePath(path string) ([]string, error) {
 	for _, c := range comps {
 		switch {
 		case c == "":
-			return nil, fmt.Errorf("node path %q has an empty component (leading, trailing or doubled \"/\"): %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q has an empty component (leading, trailing or doubled \"/\"): %w", path, ErrBadPath)
 		case strings.Trim(c, ".") == "":
-			return nil, fmt.Errorf("node path %q has a component made only of periods: %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q has a component made only of periods: %w", path, ErrBadPath)
 		case IsMetadataName(c):
-			return nil, fmt.Errorf("node path %q uses the metadata document name %q as a node name: %w", path, c, ErrInvalid)
+			return nil, fmt.Errorf("node path %q uses the metadata document name %q as a node name: %w", path, c, ErrBadPath)
 		case strings.IndexByte(c, 0) >= 0:
-			return nil, fmt.Errorf("node path %q contains a NUL byte: %w", path, ErrInvalid)
+			return nil, fmt.Errorf("node path %q contains a NUL byte: %w", path, ErrBadPath)
+		case strings.IndexByte(c, '\\') >= 0:
+			// Legal on Linux, but a path separator to any Windows-written
+			// store or client: the name means different things to each.
+			return nil, fmt.Errorf("node path %q contains a backslash: %w", path, ErrBadPath)
+		case len(c) > MaxNameBytes:
+			return nil, fmt.Errorf("node path %q has a component of %d bytes; file names are at most %d: %w", path, len(c), MaxNameBytes, ErrBadPath)
 		}
 	}
 	return comps, nil
@@ -173,6 +271,12 @@ func (t *Tree) ensure(path string) (*Node, error) {
 	comps, err := splitNodePath(path)
 	if err != nil {
 		return nil, err
+	}
+	if p, ok := t.skippedAncestor(path); ok {
+		if p == path {
+			return nil, fmt.Errorf("%q was left out: %w", path, ErrParentSkipped)
+		}
+		return nil, parentSkippedError(path, p)
 	}
 	n := t.root
 	for i, c := range comps {

@@ -94,7 +94,8 @@ func mountStore(ctx context.Context, cfg mountConfig) (m *session, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read store metadata at %s: %w", cfg.URL, err)
 	}
-	cfg.Logger.Info("store discovered", "url", cfg.URL, "format", st.Format, "from", st.Source)
+	cfg.Logger.Info("store discovered", "url", cfg.URL, "format", st.Format, "from", st.Source, "nodes_left_out", len(st.Skipped))
+	store.WarnSkipped(cfg.Logger, st.Skipped, nil)
 
 	c, err := cache.New(cache.Options{
 		Dir:          cfg.CacheDir,
@@ -209,6 +210,9 @@ type mountStats struct {
 	Order       *vfs.OrderProgress `json:"order,omitempty"` // the announced read order
 	Ranged      vfs.RangedStats    `json:"ranged"`          // shards and big objects read by blocks
 	LastRefresh *vfs.RefreshReport `json:"last_refresh,omitempty"`
+	// SkippedNodes are the groups and arrays left out of the mount because
+	// their metadata or names cannot be used (always a list, maybe empty).
+	SkippedNodes []store.Skipped `json:"skipped_nodes"`
 }
 
 // Stats returns a snapshot of the mount's counters.
@@ -232,6 +236,8 @@ func (m *session) Stats() mountStats {
 		Remote:      m.origin.Stats(),
 		Prefetch:    m.fs.PrefetchStats(),
 		Ranged:      m.fs.RangedStats(),
+		// Never null: scripts can count it without a check.
+		SkippedNodes: append([]store.Skipped{}, st.Skipped...),
 	}
 }
 

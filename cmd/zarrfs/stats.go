@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
 // statsView is a daemon's /v1/stats answer: mountStats plus what the
@@ -255,7 +258,50 @@ func renderStats(s, prev *statsView, elapsed time.Duration, now time.Time) strin
 			line("refresh", "%s ago: unchanged", ago)
 		}
 	}
+	renderSkipped(&b, s.SkippedNodes)
 	return b.String()
+}
+
+// maxSkippedLines bounds the nodes the human view names one by one; the
+// JSON view has them all.
+const maxSkippedLines = 10
+
+// renderSkipped names the nodes left out of the mount, with the reason and
+// the fix; nodes left out with a group are counted in the group's line.
+func renderSkipped(b *strings.Builder, skipped []store.Skipped) {
+	if len(skipped) == 0 {
+		return
+	}
+	inside := map[string]int{}
+	for _, k := range skipped {
+		if k.Inside != "" {
+			inside[k.Inside]++
+		}
+	}
+	fmt.Fprintf(b, "%-9s %d nodes left out of the mount (their metadata or names cannot be used):\n", "skipped", len(skipped))
+	shown := 0
+	for _, k := range skipped {
+		if k.Inside != "" {
+			continue
+		}
+		if shown == maxSkippedLines {
+			fmt.Fprintf(b, "%-9s ... and more: zarrfs stats --json lists them all\n", "")
+			break
+		}
+		shown++
+		name := k.Path
+		if strconv.Quote(name) != `"`+name+`"` {
+			name = strconv.Quote(name) // control bytes, backslashes: show them
+		}
+		with := ""
+		if n := inside[k.Path]; n > 0 {
+			with = fmt.Sprintf(" (with %d nodes inside it)", n)
+		}
+		fmt.Fprintf(b, "%-9s %s%s: %s\n", "", name, with, k.Problem)
+		if k.Fix != "" {
+			fmt.Fprintf(b, "%-9s   fix: %s\n", "", k.Fix)
+		}
+	}
 }
 
 // describeErrors sums up what went wrong with the origin and the cache.

@@ -48,9 +48,10 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 	} else if ok {
 		t, err := zarr.TreeFromZMetadata(data)
 		if err != nil {
-			return nil, fmt.Errorf("consolidated metadata .zmetadata: %w", err)
+			return nil, rootError(fmt.Errorf("consolidated metadata: %w", err), true)
 		}
 		s.Tree, s.Format, s.Source = t, 2, "consolidated .zmetadata"
+		s.Skipped = skippedFrom(t.Skipped(), true)
 		return s, nil
 	}
 
@@ -60,15 +61,16 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 		s.Format = 3
 		t, consolidated, err := zarr.TreeFromV3Consolidated(data)
 		if err != nil {
-			return nil, fmt.Errorf("zarr.json: %w", err)
+			return nil, rootError(err, false)
 		}
 		if consolidated {
 			s.Tree, s.Source = t, "consolidated zarr.json"
+			s.Skipped = skippedFrom(t.Skipped(), true)
 			return s, nil
 		}
 		kind, arr, err := zarr.ParseV3Node(data)
 		if err != nil {
-			return nil, fmt.Errorf("zarr.json: %w", err)
+			return nil, rootError(err, false)
 		}
 		s.Tree = zarr.NewTree()
 		if _, err := s.Tree.Add("", kind, arr, "zarr.json"); err != nil {
@@ -85,7 +87,7 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 		return nil, err
 	} else if ok {
 		if err := zarr.ParseZGroup(data); err != nil {
-			return nil, fmt.Errorf(".zgroup: %w", err)
+			return nil, rootError(err, false)
 		}
 		s.Format = 2
 		s.Tree = zarr.NewTree()
@@ -104,7 +106,7 @@ func Discover(ctx context.Context, o Origin) (*Store, error) {
 	} else if ok {
 		arr, err := zarr.ParseZArray(data)
 		if err != nil {
-			return nil, fmt.Errorf(".zarray: %w", err)
+			return nil, rootError(err, false)
 		}
 		s.Format = 2
 		s.Tree = zarr.NewTree()
@@ -162,11 +164,23 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 		mu.Unlock()
 		return data, true, nil
 	}
-	add := func(p string, kind zarr.Kind, arr *zarr.Array, metas ...string) error {
+	// add adds a node, or leaves it out when it does not fit the tree.
+	add := func(p string, kind zarr.Kind, arr *zarr.Array, metas ...string) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		_, err := s.Tree.Add(p, kind, arr, metas...)
-		return err
+		if _, err := s.Tree.Add(p, kind, arr, metas...); err != nil {
+			s.Tree.Skip(p, err)
+			return false
+		}
+		return true
+	}
+	// skip leaves out a node whose document is malformed: only a failure to
+	// fetch fails the walk.
+	skip := func(p string, err error) error {
+		mu.Lock()
+		defer mu.Unlock()
+		s.Tree.Skip(p, err)
+		return nil
 	}
 
 	// visit examines one listed directory: is it a group, an array, or not
@@ -181,10 +195,10 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 			}
 			kind, arr, err := zarr.ParseV3Node(data)
 			if err != nil {
-				return fmt.Errorf("%s/zarr.json: %w", dir, err)
+				return skip(dir, fmt.Errorf("%s/%w", dir, err))
 			}
-			if err := add(dir, kind, arr, "zarr.json"); err != nil {
-				return err
+			if !add(dir, kind, arr, "zarr.json") {
+				return nil
 			}
 			if kind == zarr.KindGroup {
 				return walk(dir)
@@ -196,27 +210,28 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 		} else if ok {
 			arr, err := zarr.ParseZArray(data)
 			if err != nil {
-				return fmt.Errorf("%s/.zarray: %w", dir, err)
+				return skip(dir, fmt.Errorf("%s/%w", dir, err))
 			}
 			metas, err := v2Attrs(get, dir, ".zarray")
 			if err != nil {
 				return err
 			}
-			return add(dir, zarr.KindArray, arr, metas...)
+			add(dir, zarr.KindArray, arr, metas...)
+			return nil
 		}
 		data, ok, err := get(path.Join(dir, ".zgroup"))
 		if err != nil || !ok {
 			return err
 		}
 		if err := zarr.ParseZGroup(data); err != nil {
-			return fmt.Errorf("%s/.zgroup: %w", dir, err)
+			return skip(dir, fmt.Errorf("%s/%w", dir, err))
 		}
 		metas, err := v2Attrs(get, dir, ".zgroup")
 		if err != nil {
 			return err
 		}
-		if err := add(dir, zarr.KindGroup, nil, metas...); err != nil {
-			return err
+		if !add(dir, zarr.KindGroup, nil, metas...) {
+			return nil
 		}
 		return walk(dir)
 	}
@@ -234,6 +249,15 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 			if !e.IsDir {
 				continue
 			}
+			// Checked before joining: path.Join would resolve a ".." away.
+			if err := checkListedName(e.Name); err != nil {
+				raw := e.Name
+				if dir != "" {
+					raw = dir + "/" + e.Name
+				}
+				_ = skip(raw, fmt.Errorf("listing of %q: %w", displayDir(dir), err))
+				continue
+			}
 			child := path.Join(dir, e.Name)
 			g.Go(func() error { return visit(child) })
 		}
@@ -246,7 +270,26 @@ func crawl(ctx context.Context, o Origin, s *Store, root string) error {
 		_ = g.Wait()
 		return err
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	s.Skipped = skippedFrom(s.Tree.Skipped(), false)
+	return nil
+}
+
+// checkListedName checks one name of a directory listing.
+func checkListedName(name string) error {
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("name %q contains \"/\": %w", name, zarr.ErrBadPath)
+	}
+	return zarr.CheckNodePath(name)
+}
+
+func displayDir(dir string) string {
+	if dir == "" {
+		return "/"
+	}
+	return dir
 }
 
 func v2Attrs(get func(string) ([]byte, bool, error), dir, found string) ([]string, error) {
@@ -300,7 +343,9 @@ func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.M
 	type parsed struct {
 		kind zarr.Kind
 		arr  *zarr.Array
+		err  error // the document is malformed: the node is left out
 	}
+	tree := zarr.NewTree()
 	results := make([]parsed, len(order))
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -317,6 +362,13 @@ func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.M
 			doc = ".zgroup"
 		default:
 			// Only .zattrs (or a document of the other format): not a node.
+			continue
+		}
+		// Keys the manifest decoder let through can still be unusable as
+		// names here (a backslash, more than 255 bytes): such a node is
+		// left out without fetching its document.
+		if err := zarr.CheckNodePath(dir); err != nil {
+			results[i].err = fmt.Errorf("manifest key %q: %w", path.Join(dir, doc), err)
 			continue
 		}
 		key := path.Join(dir, doc)
@@ -342,10 +394,15 @@ func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.M
 				p.kind, err = zarr.KindGroup, zarr.ParseZGroup(data)
 			}
 			if err != nil {
-				return fmt.Errorf("%s: %w", key, err)
+				p = parsed{err: err}
+				if dir != "" {
+					p.err = fmt.Errorf("%s/%w", dir, err)
+				}
 			}
 			mu.Lock()
-			s.Docs[key] = data
+			if p.err == nil {
+				s.Docs[key] = data
+			}
 			results[i] = p
 			mu.Unlock()
 			return nil
@@ -360,20 +417,38 @@ func fromManifestReusing(ctx context.Context, o Origin, s *Store, prev *remote.M
 			s.Docs[key] = data
 		}
 	}
-	s.Tree = zarr.NewTree()
-	// Add creates implicit parents and fills them in when their own turn
-	// comes, so the manifest's byte order needs no sorting by depth.
-	for i, dir := range order {
-		p := results[i]
+	// Parents before children, so that a node left out takes its
+	// descendants with it whatever the manifest's byte order.
+	byDepth := make([]int, len(order))
+	for i := range byDepth {
+		byDepth[i] = i
+	}
+	sort.SliceStable(byDepth, func(a, b int) bool {
+		return strings.Count(order[byDepth[a]], "/")+min(len(order[byDepth[a]]), 1) < strings.Count(order[byDepth[b]], "/")+min(len(order[byDepth[b]]), 1)
+	})
+	for _, i := range byDepth {
+		dir, p := order[i], results[i]
+		if p.err != nil {
+			if dir == "" {
+				return rootError(p.err, false)
+			}
+			tree.Skip(dir, p.err)
+			continue
+		}
 		if p.kind == 0 {
 			continue
 		}
 		metas := append([]string(nil), nodes[dir].metas...)
 		sort.Strings(metas)
-		if _, err := s.Tree.Add(dir, p.kind, p.arr, metas...); err != nil {
-			return fmt.Errorf("manifest: %w", err)
+		if _, err := tree.Add(dir, p.kind, p.arr, metas...); err != nil {
+			if dir == "" {
+				return rootError(fmt.Errorf("manifest: %w", err), false)
+			}
+			tree.Skip(dir, fmt.Errorf("manifest: %w", err))
 		}
 	}
+	s.Tree = tree
+	s.Skipped = skippedFrom(tree.Skipped(), false)
 	return nil
 }
 

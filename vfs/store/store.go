@@ -56,6 +56,9 @@ type Store struct {
 	// Manifest, when non-nil, is authoritative for which keys exist and
 	// their sizes and versions.
 	Manifest *remote.Manifest
+	// Skipped are the nodes left out because their metadata or names are
+	// unusable (see skip.go), in the order found.
+	Skipped []Skipped
 }
 
 // FromManifest builds the version of the store that manifest m lists,
