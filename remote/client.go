@@ -363,10 +363,10 @@ func (c *Client) fetch(ctx context.Context, key, prev string, w io.Writer) (vers
 	u := c.URL(key)
 	var (
 		written int64
-		etag    string      // strong ETag of the version being written, "" if none
-		size    int64  = -1 // total size of that version, -1 while unknown
-		first   http.Header // the headers of the answer that started the body
-		at      time.Time   // when it came
+		etag    string           // strong ETag of the version being written, "" if none
+		size    int64       = -1 // total size of that version, -1 while unknown
+		first   http.Header      // the headers of the answer that started the body
+		at      time.Time        // when it came
 	)
 	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
 		var hdr http.Header
