@@ -167,9 +167,11 @@ func (o *faultOrigin) pick(r *http.Request) (fault, <-chan struct{}) {
 	if o.fault == faultNone {
 		return faultNone, nil
 	}
-	// Counted per path and range, so each block of an object read in parallel meets the
-	// fault first and a good answer on its retry.
-	id := r.URL.Path + "|" + r.Header.Get("Range")
+	// Counted per path and end of the range, so each block of an object read in parallel
+	// meets the fault first and a good answer on its retry, and so does the resume of a
+	// body cut short ("bytes=N-" and a block's resume keep the end of what they ask for).
+	_, end, _ := strings.Cut(r.Header.Get("Range"), "-")
+	id := r.URL.Path + "|" + end
 	n := o.perPath[id]
 	o.perPath[id] = n + 1
 	if o.every > 0 && n%o.every != 0 {
