@@ -211,7 +211,8 @@ func readBounded(p string, d time.Duration) ([]byte, error) {
 // down), and a remount on the same cache reads the same bytes, so nothing bad was cached.
 //
 // The fault hits the first data request of each path and range and every second one after
-// it, so retries and resumes meet both a faulted and a good answer. About 2 minutes.
+// it, so retries and resumes meet both a faulted and a good answer. About 2 minutes under
+// -race on 2 cores.
 func TestFaultInjection(t *testing.T) {
 	fuseReady.require(t)
 	stores := writeFaultStores(t)
@@ -244,6 +245,10 @@ func TestFaultInjection(t *testing.T) {
 	for _, backend := range []string{"static", "serve"} {
 		for _, tc := range faults {
 			t.Run(backend+"/"+string(tc.f), func(t *testing.T) {
+				// Each case has its own origin, mounts and caches; most of a case is
+				// waiting (mounts, retry budgets), so cases overlap (-parallel, GOMAXPROCS
+				// by default).
+				t.Parallel()
 				o := newFaultOrigin(t, stores.dir, backend == "serve")
 				cacheDirs := map[string]string{}
 				mounts := map[string]*mounted{}
