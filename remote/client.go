@@ -94,12 +94,17 @@ type Options struct {
 	// certificate and no other, without checking host names or CAs. A
 	// mismatch fails with a *PinMismatchError (ErrPinMismatch, ErrTLS).
 	Pin string
-	// RetryDeadline bounds the time one operation may spend failing and
-	// retrying, counted from its start or from the last time it made
-	// progress (bytes delivered). Default 60s.
+	// RetryDeadline bounds the time one operation may spend waiting for the
+	// origin, failing and retrying, stalls included, counted from its start
+	// or from the last time it made progress (bytes delivered). An
+	// operation that gives up on an origin that did not answer usably
+	// (transport errors, stalls, 5xx, 429) marks it down (Health): later
+	// operations then fail at once with ErrUnreachable while one probe at
+	// a time checks it. Default 60s.
 	RetryDeadline time.Duration
 	// StallTimeout fails (and retries) an attempt whose connection setup,
-	// response headers or body make no progress for this long. Default 30s.
+	// response headers or body make no progress for this long, or for what
+	// is left of RetryDeadline if that is shorter. Default 30s.
 	StallTimeout time.Duration
 	// MaxConnsPerHost bounds the connections to the origin. Default 64.
 	MaxConnsPerHost int
