@@ -20,9 +20,12 @@
 // that knows the current version (OpenVersion) gets the entry only if the
 // versions match, with no request. A caller that does not (Open) gets entries
 // this process fetched or revalidated; an entry left by an earlier run is
-// revalidated first with a conditional request (If-None-Match): 304 keeps
-// it, a new version replaces it. An entry without a version cannot be
-// revalidated and is dropped at start.
+// revalidated first with a conditional request (the Source's FetchIfChanged:
+// If-None-Match, or If-Modified-Since for the remote package's Last-Modified
+// versions): 304 keeps it, a new version replaces it. An entry without a
+// version cannot be revalidated and is dropped at start. A revalidation
+// that fails (the origin is down) fails the Open and keeps the entry: only
+// the origin's own "not found" removes one.
 //
 // # Ranges
 //

@@ -93,12 +93,17 @@ type Options struct {
 	// certificate and no other, without checking host names or CAs. A
 	// mismatch fails with a *PinMismatchError (ErrPinMismatch, ErrTLS).
 	Pin string
-	// RetryDeadline bounds the time one operation may spend failing and
-	// retrying, counted from its start or from the last time it made
-	// progress (bytes delivered). Default 60s.
+	// RetryDeadline bounds the time one operation may spend waiting for the
+	// origin, failing and retrying, stalls included, counted from its start
+	// or from the last time it made progress (bytes delivered). An
+	// operation that gives up on an origin that did not answer usably
+	// (transport errors, stalls, 5xx, 429) marks it down (Health): later
+	// operations then fail at once with ErrUnreachable while one probe at
+	// a time checks it. Default 60s.
 	RetryDeadline time.Duration
 	// StallTimeout fails (and retries) an attempt whose connection setup,
-	// response headers or body make no progress for this long. Default 30s.
+	// response headers or body make no progress for this long, or for what
+	// is left of RetryDeadline if that is shorter. Default 30s.
 	StallTimeout time.Duration
 	// MaxConnsPerHost bounds the connections to the origin. Default 64.
 	MaxConnsPerHost int
@@ -131,6 +136,7 @@ type Client struct {
 	hc   *http.Client
 
 	counters counters // traffic counters for Stats
+	health   *Health  // whether the origin is known to be down
 
 	// Replaced by tests to observe backoff without waiting.
 	now    func() time.Time
@@ -227,6 +233,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 		sleep:  sleepCtx,
 		jitter: fullJitter,
 	}
+	c.health = NewHealth(func() time.Time { return c.now() })
 	return c, nil
 }
 
@@ -291,8 +298,8 @@ func (c *Client) Get(ctx context.Context, key string, maxBytes int64) ([]byte, O
 		data []byte
 		obj  Object
 	)
-	err := c.retry(ctx, http.MethodGet, u, func(ctx context.Context, _ *retryState) error {
-		resp, release, err := c.send(ctx, http.MethodGet, u, nil)
+	err := c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
+		resp, release, err := c.send(ctx, st, http.MethodGet, u, nil)
 		if err != nil {
 			return err
 		}
@@ -376,7 +383,8 @@ func objectOf(resp *http.Response, size int64) Object {
 }
 
 // Fetch streams the whole object into w and returns its version: the strong
-// ETag (as sent, with quotes) or "" if the origin gave none.
+// ETag (as sent, with quotes), else a Last-Modified version (version.go),
+// else "" if the origin gave neither.
 //
 // If the body breaks after n bytes reached w and the object has a strong
 // ETag, Fetch continues with "Range: bytes=n-" and "If-Range: <etag>", so w
@@ -390,18 +398,21 @@ func (c *Client) Fetch(ctx context.Context, key string, w io.Writer) (version st
 	return version, err
 }
 
-// fetch is Fetch, and with ifNoneMatch set a conditional GET: a 304 writes
-// nothing and returns notModified. A resume after a break is guarded by
-// If-Range alone: the precondition on the old version no longer applies.
-func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer) (version string, notModified bool, err error) {
+// fetch is Fetch, and with prev set a conditional GET (If-None-Match, or
+// If-Modified-Since for a Last-Modified version): a 304 writes nothing and
+// returns notModified. A resume after a break is guarded by If-Range alone:
+// the precondition on the old version no longer applies.
+func (c *Client) fetch(ctx context.Context, key, prev string, w io.Writer) (version string, notModified bool, err error) {
 	if err := checkKey(key); err != nil {
 		return "", false, err
 	}
 	u := c.URL(key)
 	var (
 		written int64
-		etag    string      // strong ETag of the version being written, "" if none
-		size    int64  = -1 // total size of that version, -1 while unknown
+		etag    string           // strong ETag of the version being written, "" if none
+		size    int64       = -1 // total size of that version, -1 while unknown
+		first   http.Header      // the headers of the answer that started the body
+		at      time.Time        // when it came
 	)
 	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
 		var hdr http.Header
@@ -411,17 +422,21 @@ func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer
 				"Range":    {"bytes=" + strconv.FormatInt(written, 10) + "-"},
 				"If-Range": {etag},
 			}
-		case ifNoneMatch != "":
-			hdr = http.Header{"If-None-Match": {ifNoneMatch}}
+		case IsModTimeVersion(prev):
+			if lm, _, ok := parseModTimeVersion(prev); ok {
+				hdr = http.Header{"If-Modified-Since": {lm.UTC().Format(http.TimeFormat)}}
+			}
+		case prev != "":
+			hdr = http.Header{"If-None-Match": {prev}}
 		}
-		resp, release, err := c.send(ctx, http.MethodGet, u, hdr)
+		resp, release, err := c.send(ctx, st, http.MethodGet, u, hdr)
 		if err != nil {
 			return err
 		}
 		defer release()
 		if written == 0 {
 			switch {
-			case resp.StatusCode == http.StatusNotModified && ifNoneMatch != "":
+			case resp.StatusCode == http.StatusNotModified && hdr != nil:
 				_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 				notModified = true
 				return nil
@@ -430,6 +445,7 @@ func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer
 			}
 			etag = wire.StrongETag(resp.Header.Get("ETag"))
 			size = resp.ContentLength
+			first, at = resp.Header, c.now()
 		} else if err := checkResume(resp, u, written, etag, &size); err != nil {
 			if errors.Is(err, ErrChanged) {
 				return permanent(err)
@@ -456,7 +472,13 @@ func (c *Client) fetch(ctx context.Context, key, ifNoneMatch string, w io.Writer
 	if err != nil {
 		return "", false, err
 	}
-	return etag, notModified, nil
+	if notModified {
+		return prev, true, nil
+	}
+	if etag != "" {
+		return etag, false, nil
+	}
+	return modTimeVersion(first, written, at), false, nil
 }
 
 // checkResume accepts only a 206 that continues the version being written
@@ -528,6 +550,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 // cannot help); a broken body comes back as the *transportError itself,
 // unwrapped, for the caller to qualify.
 func (c *Client) readBody(st *retryState, resp *http.Response, u string, body io.Reader, w io.Writer) (int64, error) {
+	if wb, ok := resp.Body.(*watchedBody); ok {
+		wb.payload = true // its bytes are progress
+	}
 	n, err := copyBody(w, body)
 	if n > 0 {
 		st.progressed()
@@ -584,9 +609,9 @@ func (c *Client) List(ctx context.Context, dir string) ([]DirEntry, error) {
 		u = c.URL(dir) + "/"
 	}
 	var entries []DirEntry
-	err := c.retry(ctx, http.MethodGet, u, func(ctx context.Context, _ *retryState) error {
+	err := c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
 		hdr := http.Header{"Accept": {"text/html, application/xhtml+xml, application/json;q=0.9, */*;q=0.1"}}
-		resp, release, err := c.send(ctx, http.MethodGet, u, hdr)
+		resp, release, err := c.send(ctx, st, http.MethodGet, u, hdr)
 		if err != nil {
 			return err
 		}

@@ -63,13 +63,13 @@ func (c *Client) fetchManifest(ctx context.Context, prefix, ifNoneMatch string) 
 	if prefix != "" {
 		u += "?prefix=" + url.QueryEscape(prefix)
 	}
-	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, _ *retryState) error {
+	err = c.retry(ctx, http.MethodGet, u, func(ctx context.Context, st *retryState) error {
 		m, notModified = nil, false
 		hdr := http.Header{"Accept": {wire.ContentType}}
 		if ifNoneMatch != "" {
 			hdr.Set("If-None-Match", ifNoneMatch)
 		}
-		resp, release, err := c.send(ctx, http.MethodGet, u, hdr)
+		resp, release, err := c.send(ctx, st, http.MethodGet, u, hdr)
 		if err != nil {
 			return err
 		}

@@ -31,12 +31,15 @@ type Piece struct {
 }
 
 // FetchRange streams bytes [off, off+n) of key into w (fewer when the
-// object ends first). version, when not empty, is the strong ETag the bytes
-// must belong to: it is sent as If-Match, and an object that changed fails
-// with ErrChanged (nothing of the new version is written). A body that
-// breaks is resumed from where it stopped under the same ETag, so w gets
-// every byte once, in order. An offset at or past the end is a
-// *StatusError with Code 416.
+// object ends first). version, when not empty, is the version the bytes
+// must belong to: a strong ETag is sent as If-Match; a Last-Modified
+// version (version.go) cannot be, so the 206's Last-Modified and total size
+// are checked against it before anything is written. An object that
+// changed fails with ErrChanged (nothing of the new version is written). A
+// body that breaks is resumed from where it stopped under the same version,
+// so w gets every byte once, in order. An offset at or past the end is a
+// *StatusError with Code 416. The Piece's ETag is the version: the strong
+// ETag, else the Last-Modified version, else "".
 func (c *Client) FetchRange(ctx context.Context, key, version string, off, n int64, w io.Writer) (Piece, error) {
 	if off < 0 || n <= 0 {
 		return Piece{}, fmt.Errorf("fetch range of %s: offset %d and length %d: want offset >= 0 and length > 0", key, off, n)
@@ -61,7 +64,7 @@ func (c *Client) fetchPiece(ctx context.Context, key, version string, off, n int
 		return Piece{}, err
 	}
 	u := c.URL(key)
-	etag := version
+	etag := version // the version the bytes must belong to, "" until known
 	var (
 		got     Piece
 		written int64
@@ -81,10 +84,10 @@ func (c *Client) fetchPiece(ctx context.Context, key, version string, off, n int
 			rng = fmt.Sprintf("bytes=%d-%d", off, off+n-1)
 		}
 		hdr := http.Header{"Range": {rng}}
-		if etag != "" {
+		if etag != "" && !IsModTimeVersion(etag) {
 			hdr.Set("If-Match", etag)
 		}
-		resp, release, err := c.send(ctx, http.MethodGet, u, hdr)
+		resp, release, err := c.send(ctx, st, http.MethodGet, u, hdr)
 		if err != nil {
 			return err
 		}
@@ -102,8 +105,16 @@ func (c *Client) fetchPiece(ctx context.Context, key, version string, off, n int
 		if !ok {
 			return permanent(fmt.Errorf("GET %s: unusable Content-Range %q in a 206 answer", u, resp.Header.Get("Content-Range")))
 		}
-		if tag := wire.StrongETag(resp.Header.Get("ETag")); etag == "" {
+		if lm, size, ok := parseModTimeVersion(etag); ok {
+			if !sameModTime(resp.Header, lm) || total != size {
+				return permanent(fmt.Errorf("GET %s: %w: Last-Modified %q and size %d, want version %s",
+					u, ErrChanged, resp.Header.Get("Last-Modified"), total, etag))
+			}
+		} else if tag := wire.StrongETag(resp.Header.Get("ETag")); etag == "" {
 			etag = tag
+			if etag == "" {
+				etag = modTimeVersion(resp.Header, total, c.now())
+			}
 		} else if tag != "" && tag != etag {
 			return permanent(fmt.Errorf("GET %s: %w: ETag %s, want %s", u, ErrChanged, tag, etag))
 		}

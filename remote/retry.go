@@ -2,10 +2,13 @@ package remote
 
 // One logical operation (Get, Fetch, List) is a series of attempts run by
 // Client.retry. Each attempt runs under its own context, cancelled by a
-// stall watchdog when the network makes no progress for StallTimeout, so no
-// attempt can hang; the retry budget (RetryDeadline) bounds the series.
-// No locks are held here: the watchdog is a time.AfterFunc timer whose only
-// action is cancelling the attempt's context.
+// stall watchdog when the network makes no progress for StallTimeout or
+// for what is left of the retry budget, whichever is shorter, so no attempt
+// can hang and the retry budget (RetryDeadline) bounds the operation's
+// whole wait, stalls included. The origin's Health (health.go) is asked
+// before each operation: an origin known to be down fails it at once.
+// Lock order: watchdog.mu is a leaf, held only to arm or disarm its timer,
+// whose only action is cancelling the attempt's context.
 
 import (
 	"context"
@@ -22,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,27 +36,74 @@ const (
 	retryAfterCap = 30 * time.Second
 )
 
+// minStall is the least an attempt is given, so one that starts with its
+// budget nearly spent can still take an answer that is already there.
+const minStall = 50 * time.Millisecond
+
 // retryState is one operation's progress through its attempts.
 type retryState struct {
-	now         func() time.Time
-	start       time.Time // operation start, for the final message
-	budgetStart time.Time // start of the current retry budget
+	now    func() time.Time
+	start  time.Time     // operation start, for the final message
+	budget time.Duration // RetryDeadline
+	stall  time.Duration // the stall timeout of this operation's attempts
+	// budgetStart (UnixNano) is the start of the current retry budget. It
+	// is atomic because a dial's trace hook may read it on another
+	// goroutine.
+	budgetStart atomic.Int64
 	attempts    int
 	step        int // backoff exponent
+}
+
+func (c *Client) newRetryState(probe bool) *retryState {
+	now := c.now()
+	st := &retryState{now: c.now, start: now, budget: c.opts.RetryDeadline, stall: c.opts.StallTimeout}
+	if probe {
+		// A probe of an origin that is down must not hold the next probe
+		// back for a whole stall timeout.
+		st.stall = min(st.stall, probeStallMax)
+	}
+	st.budgetStart.Store(now.UnixNano())
+	return st
 }
 
 // progressed restarts the retry budget and the backoff: an operation that
 // keeps delivering bytes is not failing, however long it runs.
 func (s *retryState) progressed() {
-	s.budgetStart = s.now()
+	s.madeProgress()
 	s.step = 0
+}
+
+// madeProgress restarts the retry budget; it is called for every body
+// read that delivered bytes.
+func (s *retryState) madeProgress() { s.budgetStart.Store(s.now().UnixNano()) }
+
+// spent is the time used of the current retry budget.
+func (s *retryState) spent() time.Duration {
+	return s.now().Sub(time.Unix(0, s.budgetStart.Load()))
+}
+
+// stallLimit is how long the network may now make no progress: the stall
+// timeout, but never past the end of the retry budget.
+func (s *retryState) stallLimit() (d time.Duration, byBudget bool) {
+	left := s.budget - s.spent()
+	if left < s.stall {
+		return max(left, minStall), true
+	}
+	return s.stall, false
 }
 
 // retry runs attempt until it succeeds, fails permanently, the caller's
 // context ends or the retry budget is spent.
 func (c *Client) retry(ctx context.Context, method, u string, attempt func(context.Context, *retryState) error) error {
-	now := c.now()
-	st := &retryState{now: c.now, start: now, budgetStart: now}
+	probe, err := c.health.Admit()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	if probe {
+		c.log.Debug("remote: probing the origin", "method", method, "url", u)
+		defer c.health.ProbeDone()
+	}
+	st := c.newRetryState(probe)
 	for {
 		st.attempts++
 		err := attempt(ctx, st)
@@ -76,10 +127,20 @@ func (c *Client) retry(ctx context.Context, method, u string, attempt func(conte
 			c.counters.operationFailed(ctx, err)
 			return st.final(err)
 		}
+		if c.health.IsDown() {
+			// Another operation gave up meanwhile, or this one is the probe
+			// and got no answer: one attempt is all it gets.
+			c.counters.operationFailed(ctx, err)
+			return st.final(fmt.Errorf("%w (the origin is down: last error: %w)", ErrUnreachable, err))
+		}
 		wait := c.backoff(st.step, retryAfter)
-		if c.now().Sub(st.budgetStart)+wait > c.opts.RetryDeadline {
+		if st.spent()+wait > st.budget {
 			c.log.Warn("remote: giving up", "method", method, "url", u, "attempts", st.attempts, "error", err.Error())
 			c.counters.operationFailed(ctx, err)
+			if c.health.Down(err) {
+				c.log.Warn("remote: the origin is down: operations fail at once while one probe at a time checks whether it is back",
+					"method", method, "url", u, "error", err.Error())
+			}
 			return st.final(err)
 		}
 		c.counters.retries.Add(1)
@@ -198,8 +259,13 @@ func (c *Client) transportError(attemptCtx context.Context, method, u string, er
 		err = ue.Err // its text repeats the method and URL
 	}
 	te := &transportError{method: method, url: u, cause: err, retryable: true}
-	if errors.Is(context.Cause(attemptCtx), errStalled) {
-		te.cause = fmt.Errorf("no progress for %s (stall timeout): %w", c.opts.StallTimeout, errStalled)
+	var sc *stallCause
+	if errors.As(context.Cause(attemptCtx), &sc) {
+		why := "stall timeout"
+		if sc.byBudget {
+			why = "the rest of the retry budget"
+		}
+		te.cause = fmt.Errorf("no progress for %s (%s): %w", sc.d.Round(time.Millisecond), why, errStalled)
 		return te
 	}
 	var (
@@ -261,35 +327,71 @@ func parseRetryAfter(v string) time.Duration {
 	return 0
 }
 
-// watchdog cancels an attempt when the network makes no progress for d
-// while armed. It is armed only while waiting on the network (from getting
-// a connection to the response headers, and inside each body Read), so a
+// stallCause is the cause the watchdog sets on an attempt's context; it
+// matches errStalled.
+type stallCause struct {
+	d        time.Duration
+	byBudget bool // d was what was left of the retry budget
+}
+
+func (e *stallCause) Error() string        { return fmt.Sprintf("no progress for %s", e.d) }
+func (e *stallCause) Is(target error) bool { return target == errStalled }
+
+// watchdog cancels an attempt when the network makes no progress while
+// armed, for the stall limit the operation has left when it is armed. It
+// is armed only while waiting on the network (from dialing or getting a
+// connection to the response headers, and inside each body Read), so a
 // slow consumer or a wait for a free connection slot is not a stall.
 type watchdog struct {
-	d time.Duration
-	t *time.Timer
+	limit  func() (time.Duration, bool)
+	cancel context.CancelCauseFunc
+
+	mu sync.Mutex
+	t  *time.Timer
 }
 
-func newWatchdog(d time.Duration, cancel context.CancelCauseFunc) *watchdog {
-	t := time.AfterFunc(time.Hour, func() { cancel(errStalled) })
-	t.Stop()
-	return &watchdog{d: d, t: t}
+func newWatchdog(limit func() (time.Duration, bool), cancel context.CancelCauseFunc) *watchdog {
+	return &watchdog{limit: limit, cancel: cancel}
 }
 
-func (w *watchdog) arm()    { w.t.Reset(w.d) }
-func (w *watchdog) disarm() { w.t.Stop() }
+func (w *watchdog) arm() {
+	d, byBudget := w.limit()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.t != nil {
+		w.t.Stop()
+	}
+	w.t = time.AfterFunc(d, func() { w.cancel(&stallCause{d: d, byBudget: byBudget}) })
+}
+
+func (w *watchdog) disarm() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.t != nil {
+		w.t.Stop()
+		w.t = nil
+	}
+}
 
 // watchedBody arms the watchdog around each Read of the response body.
+// Once the body is known to be the payload (payload set by readBody), a
+// Read that delivers bytes restarts the operation's retry budget; the body
+// of an error answer is not progress.
 type watchedBody struct {
 	rc       io.ReadCloser
 	wd       *watchdog
+	st       *retryState
 	counters *counters
+	payload  bool
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	b.wd.arm()
 	n, err := b.rc.Read(p)
 	b.wd.disarm()
+	if n > 0 && b.payload {
+		b.st.madeProgress()
+	}
 	b.counters.received(n)
 	return n, err
 }
@@ -298,10 +400,14 @@ func (b *watchedBody) Close() error { return b.rc.Close() }
 
 // send makes one attempt's request. On success the response body is watched
 // for stalls and release must be called when done with it.
-func (c *Client) send(ctx context.Context, method, u string, hdr http.Header) (resp *http.Response, release func(), err error) {
+func (c *Client) send(ctx context.Context, st *retryState, method, u string, hdr http.Header) (resp *http.Response, release func(), err error) {
 	actx, cancel := context.WithCancelCause(ctx)
-	wd := newWatchdog(c.opts.StallTimeout, cancel)
-	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { wd.arm() }}
+	wd := newWatchdog(st.stallLimit, cancel)
+	trace := &httptrace.ClientTrace{
+		// A dial that hangs (packets dropped) is a stall like any other.
+		ConnectStart: func(string, string) { wd.arm() },
+		GotConn:      func(httptrace.GotConnInfo) { wd.arm() },
+	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(actx, trace), method, u, nil)
 	if err != nil {
 		cancel(nil)
@@ -324,7 +430,10 @@ func (c *Client) send(ctx context.Context, method, u string, hdr http.Header) (r
 		cancel(nil)
 		return nil, nil, terr
 	}
-	resp.Body = &watchedBody{rc: resp.Body, wd: wd, counters: &c.counters}
+	if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && c.health.Up() {
+		c.log.Info("remote: the origin answers again", "method", method, "url", u, "status", resp.Status)
+	}
+	resp.Body = &watchedBody{rc: resp.Body, wd: wd, st: st, counters: &c.counters}
 	var once sync.Once
 	release = func() {
 		once.Do(func() {

@@ -24,6 +24,14 @@ type Stats struct {
 	// last RateWindow.
 	RecentBytesPerSec float64     `json:"recent_bytes_per_sec"`
 	Errors            ErrorCounts `json:"errors"` // failed attempts by kind
+	// OriginDown: an operation gave up on the origin (no usable answer for
+	// a whole retry budget) and none has had an answer since; operations
+	// fail at once (ErrUnreachable) while one probe at a time checks it.
+	OriginDown bool      `json:"origin_down"`
+	DownSince  time.Time `json:"down_since,omitzero"` // when it went down; zero when up
+	DownCause  string    `json:"down_cause,omitempty"`
+	Outages    int64     `json:"outages"`     // times the origin went down
+	FailedFast int64     `json:"failed_fast"` // operations failed at once because the origin was down
 }
 
 // ErrorCounts counts failed attempts by what went wrong. A request the
@@ -66,7 +74,13 @@ type counters struct {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	k := &c.counters
+	h := c.health.State()
 	return Stats{
+		OriginDown:        h.Down,
+		DownSince:         h.Since,
+		DownCause:         h.Cause,
+		Outages:           h.Outages,
+		FailedFast:        h.Rejected,
 		Requests:          k.requests.Load(),
 		InFlight:          k.inFlight.Load(),
 		Retries:           k.retries.Load(),

@@ -119,6 +119,14 @@ func writeMetrics(w io.Writer, s *statsView, now time.Time) {
 	metric("zarrfs_origin_failures_total", "counter", "Operations that failed after retries (absent objects not counted).", one(float64(rs.Failures)))
 	metric("zarrfs_origin_received_bytes_total", "counter", "Response body bytes received from the origin.", one(float64(rs.BytesReceived)))
 	metric("zarrfs_origin_receive_rate_bytes", "gauge", "Bytes per second received from the origin over the last few seconds.", one(rs.RecentBytesPerSec))
+	metric("zarrfs_origin_down", "gauge", "1 while the origin is known to be down (operations fail at once while one probe at a time checks it).", one(boolValue(rs.OriginDown)))
+	downSince := 0.0
+	if rs.OriginDown {
+		downSince = float64(rs.DownSince.UnixNano()) / 1e9
+	}
+	metric("zarrfs_origin_down_since_seconds", "gauge", "Unix time the origin went down; 0 while it is up.", one(downSince))
+	metric("zarrfs_origin_outages_total", "counter", "Times the origin went down.", one(float64(rs.Outages)))
+	metric("zarrfs_origin_failed_fast_total", "counter", "Operations failed at once because the origin was down.", one(float64(rs.FailedFast)))
 	e := rs.Errors
 	var errs []sample
 	for _, k := range []struct {

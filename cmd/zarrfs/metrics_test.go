@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -169,5 +170,28 @@ func TestRoundDuration(t *testing.T) {
 		if got := roundDuration(d); got != want {
 			t.Errorf("roundDuration(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestOriginDownShown(t *testing.T) {
+	s := sampleStats()
+	now := time.Unix(1_000_000, 0).Add(time.Hour)
+	s.Remote.OriginDown, s.Remote.DownSince, s.Remote.DownCause = true, now.Add(-90*time.Second), "GET http://h/a: stalled"
+	s.Remote.Outages, s.Remote.FailedFast = 1, 33
+	out := renderStats(s, nil, 0, now)
+	if !strings.Contains(out, "DOWN since") || !strings.Contains(out, "(1m30s ago)") || !strings.Contains(out, "stalled") {
+		t.Errorf("a down origin is not shown:\n%s", out)
+	}
+	var b strings.Builder
+	writeMetrics(&b, s, now)
+	for _, want := range []string{"zarrfs_origin_down 1\n", "zarrfs_origin_failed_fast_total 33\n", "zarrfs_origin_outages_total 1\n",
+		fmt.Sprintf("zarrfs_origin_down_since_seconds %v\n", float64(now.Add(-90*time.Second).Unix()))} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	s.Remote.OriginDown, s.Remote.DownSince = false, time.Time{}
+	if out := renderStats(s, nil, 0, now); !strings.Contains(out, "outages   1 ") || strings.Contains(out, "DOWN") {
+		t.Errorf("after the outage, want the count of outages:\n%s", out)
 	}
 }

@@ -217,6 +217,12 @@ func renderStats(s, prev *statsView, elapsed time.Duration, now time.Time) strin
 	line("network", "%s now, %s average; %d in flight, %d requests, %d retries",
 		rate(rs.RecentBytesPerSec), rate(avg), rs.InFlight, rs.Requests, rs.Retries)
 
+	if rs.OriginDown {
+		line("origin", "DOWN since %s (%s ago): uncached reads fail at once (EIO) while one probe at a time checks it; cached data is served; last error: %s",
+			rs.DownSince.Local().Format(time.TimeOnly), roundDuration(now.Sub(rs.DownSince)), rs.DownCause)
+	} else if rs.Outages > 0 {
+		line("outages", "%d (the origin did not answer for a whole --retry-timeout); %d operations failed at once while it was down", rs.Outages, rs.FailedFast)
+	}
 	line("errors", "%s", describeErrors(s))
 
 	if p := s.Prefetch; p != nil {
