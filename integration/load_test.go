@@ -301,7 +301,7 @@ type loadRead struct {
 // loadReadOne reads path, whose origin size is size: mode 0 whole with pread, 1 a random
 // range with pread, 2 whole through mmap.
 func loadReadOne(path string, size, mode int, rng *rand.Rand) (loadRead, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openRetryingEINTR(path)
 	if err != nil {
 		return loadRead{}, fmt.Errorf("open: %w", err)
 	}
@@ -338,11 +338,27 @@ func loadReadOne(path string, size, mode int, rng *rand.Rand) (loadRead, error) 
 	}
 }
 
+// openRetryingEINTR opens path read-only, again when a signal interrupted the open, as
+// os.Open does: the Go runtime signals its threads (preemption), and an open that waits for
+// the daemon's fetch is then interrupted (FUSE_INTERRUPT) and fails with EINTR, which the
+// kernel does not restart.
+func openRetryingEINTR(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
 // preadFull reads n bytes at off, failing on a short read (EOF before n bytes).
 func preadFull(fd, off, n int) ([]byte, error) {
 	buf := make([]byte, n)
 	for got := 0; got < n; {
 		k, err := unix.Pread(fd, buf[got:], int64(off+got))
+		if err == unix.EINTR {
+			continue // as os.File.ReadAt does
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pread %d bytes at %d: %w", n-got, off+got, err)
 		}

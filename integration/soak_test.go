@@ -181,7 +181,7 @@ func soakReadOne(mnt string, f soakFile, rng *rand.Rand, c *soakCounters) {
 		n = 1 + rng.Int64N(min(f.size, soakMaxReadBytes))
 		off = rng.Int64N(f.size - n + 1)
 	}
-	fd, err := unix.Open(filepath.Join(mnt, filepath.FromSlash(f.rel)), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openRetryingEINTR(filepath.Join(mnt, filepath.FromSlash(f.rel)))
 	if err != nil {
 		c.problem("%s: open: %v", f.rel, err)
 		return
