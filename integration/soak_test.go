@@ -94,8 +94,9 @@ func writeSoakStore(t testing.TB, dir string, nSmall, nBig int, seed uint64) []s
 
 // soakProxy is an in-process toxiproxy in front of upstream (host:port), on 127.0.0.1.
 type soakProxy struct {
-	proxy  *toxiproxy.Proxy
-	resets atomic.Int64 // reset windows opened
+	proxy    *toxiproxy.Proxy
+	resets   atomic.Int64 // resets made
+	noResets bool
 }
 
 func newSoakProxy(t testing.TB, upstream string) *soakProxy {
@@ -107,8 +108,19 @@ func newSoakProxy(t testing.TB, upstream string) *soakProxy {
 	}
 	sp := &soakProxy{proxy: p}
 	t.Cleanup(func() { sp.proxy.Stop() })
-	sp.add(t, "latency", "latency", map[string]any{"latency": soakLatencyMs, "jitter": soakJitterMs})
-	sp.add(t, "bandwidth", "bandwidth", map[string]any{"rate": soakRateKBps})
+	// ZARRFS_SOAK_TOXICS (default "latency,bandwidth,reset") picks the faults, to find
+	// which one the stall comes with.
+	toxics := os.Getenv("ZARRFS_SOAK_TOXICS")
+	if toxics == "" {
+		toxics = "latency,bandwidth,reset"
+	}
+	if strings.Contains(toxics, "latency") {
+		sp.add(t, "latency", "latency", map[string]any{"latency": soakLatencyMs, "jitter": soakJitterMs})
+	}
+	if strings.Contains(toxics, "bandwidth") {
+		sp.add(t, "bandwidth", "bandwidth", map[string]any{"rate": soakRateKBps})
+	}
+	sp.noResets = !strings.Contains(toxics, "reset")
 	return sp
 }
 
@@ -142,6 +154,9 @@ func (sp *soakProxy) resetLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+		if sp.noResets {
+			continue
 		}
 		sp.proxy.Stop()
 		sp.resets.Add(1)
@@ -235,9 +250,10 @@ func soakReadOne(mnt string, f soakFile, rng *rand.Rand, c *soakCounters) {
 }
 
 func TestWANSoak(t *testing.T) {
-	// Not yet in CI: through toxiproxy v2.5.0 (in process, latency + jitter + bandwidth
-	// toxics) the mounts' requests stall and the readers never finish; whether the proxy or
-	// zarrfs is at fault is still open (see the issue). Run it by hand meanwhile.
+	// Not yet in CI: the readers never finish. The mounts' requests through the in-process
+	// toxiproxy stall (zarrfs stats: stalled 45, 5 KB received) — also with no toxic at all
+	// and no resets (ZARRFS_SOAK_TOXICS=none), so the toxics are not the cause; whether the
+	// proxy (in this process), `zarrfs serve` or the mount is at fault is still open.
 	if os.Getenv("ZARRFS_WAN_SOAK") != "1" {
 		t.Skip("the WAN soak runs only with ZARRFS_WAN_SOAK=1 (reads stall through toxiproxy; under investigation)")
 	}
