@@ -326,3 +326,28 @@ func TestItemSize(t *testing.T) {
 		}
 	}
 }
+
+// TestPlannerMissHalvesWindow: an access no stream predicted halves the window of the most
+// recent stream, so a reader that wanders off and comes back does not pull the run's full
+// (doubled) window at once.
+func TestPlannerMissHalvesWindow(t *testing.T) {
+	p, sink, store := newTestPlanner(t, 200, 1<<30)
+	for i := int64(0); i < 6; i++ {
+		readXY(t, p, store, i)
+	}
+	// After six steps the window is 32: slabs up to 5+32 = 37 were asked for.
+	got := sink.take(cache.PriorityHigh)
+	if last := got[len(got)-1]; last != yKey(37) {
+		t.Fatalf("after slabs 0-5 the run reached %s, want %s", last, yKey(37))
+	}
+	readXY(t, p, store, 150) // predicted by no stream: a miss
+	sink.take(cache.PriorityHigh)
+	// Back on the run: its window, halved to 16 by the miss, doubles to 32 again, so the
+	// run reaches 6+32 = 38: one new slab. Without the halving it would double to 64 and
+	// reach slab 70.
+	readXY(t, p, store, 6)
+	got = sink.take(cache.PriorityHigh)
+	if want := []string{xKey(38), yKey(38)}; !slices.Equal(got, want) {
+		t.Fatalf("after the miss and slab 6 the run asked for %v, want %v (the window halved by the miss)", head(got, 6), want)
+	}
+}

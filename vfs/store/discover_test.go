@@ -150,7 +150,11 @@ func TestDiscoverFailures(t *testing.T) {
 		{"no consolidation, no listing", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarr-python-2.13/fixture")}, store.ErrNoStructure},
 		{"v3 no consolidation, no listing", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v3/data.zarr")}, store.ErrNoStructure},
 		{"401 stops discovery", &storetest.DirOrigin{Root: empty, Status: map[string]error{".zmetadata": remote.ErrUnauthorized}}, remote.ErrUnauthorized},
-		{"5xx is not 'absent'", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), Status: map[string]error{".zmetadata": &remote.StatusError{Code: 503}}}, nil},
+		// The origin lists its directories, so a Discover that took the 503 for "no
+		// consolidated metadata" would go on to crawl the store and succeed: the 503 must
+		// fail it, as the 503 itself (the mount then fails rather than serving a store
+		// discovered without its consolidated metadata).
+		{"5xx is not 'absent'", &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), Listing: true, Status: map[string]error{".zmetadata": &remote.StatusError{Method: "GET", URL: ".zmetadata", Code: 503, Status: "503 Service Unavailable"}}}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,6 +165,25 @@ func TestDiscoverFailures(t *testing.T) {
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
+			if st := tc.origin.Status[".zmetadata"]; tc.want == nil && st != nil {
+				var se *remote.StatusError
+				if !errors.As(err, &se) || se != st {
+					t.Errorf("got %v, want the origin's answer %v", err, st)
+				}
+				if errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("got %v, which reads as absent (fs.ErrNotExist)", err)
+				}
+			}
 		})
+	}
+}
+
+// A store that discovers fine with its listing must discover fine: the 503 case above
+// relies on it (its failure must come from the 503, not from the store).
+func TestDiscoverListedWithoutZMetadata(t *testing.T) {
+	o := &storetest.DirOrigin{Root: filepath.Join(fixtures, "zarrita/v2/data.zarr"), Listing: true,
+		Status: map[string]error{".zmetadata": fmt.Errorf("GET .zmetadata: %w", remote.ErrNotFound)}}
+	if _, err := store.Discover(context.Background(), o); err != nil {
+		t.Fatalf("Discover of a listed store without .zmetadata: %v", err)
 	}
 }
