@@ -96,7 +96,7 @@ func killDaemonsOf(t *testing.T, exe, mnt string) {
 	})
 }
 
-var wheelRE = regexp.MustCompile(`zarrfs-(\S+)-py3-none-manylinux_2_17_(x86_64|aarch64)\.whl$`)
+var wheelRE = regexp.MustCompile(`(?:^|/)zarrfs-([^/\s]+)-py3-none-manylinux_2_17_(x86_64|aarch64)\.whl$`)
 
 // TestWheelInVenv: the x86_64 wheel built by `go run ./cmd/release` installs with pip into a
 // fresh venv (offline), puts a working `zarrfs` on the venv's PATH, and through the Python API
