@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
 // VersitygwVersion is the versitygw release the tests build and run.
@@ -152,26 +153,9 @@ func Start(t testing.TB) *Server {
 			Dir:           data,
 			bin:           bin,
 		}
-		var logBuf syncBuffer
-		cmd := exec.Command(bin, "--access", RootAccess, "--secret", RootSecret,
+		logBuf, done, stop := startProcess(t, "versitygw", exec.Command(bin, "--access", RootAccess, "--secret", RootSecret,
 			"--port", "127.0.0.1:"+strconv.Itoa(port), "--admin-port", "127.0.0.1:"+strconv.Itoa(aport),
-			"--iam-dir", iam, "--quiet", "posix", data)
-		cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start versitygw: %v", err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		stop := func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		}
+			"--iam-dir", iam, "--quiet", "posix", data))
 		if err := waitListening(done, "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(aport)); err != nil {
 			stop()
 			lastErr = fmt.Errorf("%v\nversitygw output:\n%s", err, logBuf.String())
@@ -183,6 +167,37 @@ func Start(t testing.TB) *Server {
 	}
 	t.Fatalf("versitygw did not start: %v", lastErr)
 	return nil
+}
+
+// startProcess starts a test server in its own process group with its
+// output kept; done receives its exit, and stop ends it (SIGTERM, then SIGKILL
+// after 5 s) and waits for it.
+func startProcess(t testing.TB, name string, cmd *exec.Cmd) (out *testutil.SyncBuffer, done <-chan error, stop func()) {
+	t.Helper()
+	out = &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	// exited is closed (so stop never waits on an exit someone else
+	// received) and exitErr carries the exit to one reader (waitListening).
+	exited := make(chan struct{})
+	exitErr := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		exitErr <- err
+	}()
+	return out, exitErr, func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
 }
 
 // waitListening waits (at most 20 s) until both addresses accept.
@@ -285,23 +300,6 @@ func (s *Server) DeleteUser(t testing.TB, access string) {
 	s.Admin(t, "delete-user", "--access", access)
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // PutDir uploads every regular file under dir to bucket under prefix (keys
 // are slash paths relative to dir).
 func (s *Server) PutDir(t testing.TB, bucket, prefix, dir string) int {
@@ -339,25 +337,8 @@ func StartFakeGCS(t testing.TB, seed string) string {
 	for try := 0; try < 3; try++ {
 		port := freePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		var logBuf syncBuffer
-		cmd := exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port),
-			"-public-host", addr, "-backend", "memory", "-data", seed, "-log-level", "warn")
-		cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start fake-gcs-server: %v", err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		stop := func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		}
+		logBuf, done, stop := startProcess(t, "fake-gcs-server", exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port),
+			"-public-host", addr, "-backend", "memory", "-data", seed, "-log-level", "warn"))
 		if err := waitListening(done, addr); err != nil {
 			stop()
 			lastErr = fmt.Errorf("%v\nfake-gcs-server output:\n%s", err, logBuf.String())
