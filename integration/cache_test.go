@@ -314,6 +314,7 @@ type killRound struct {
 // rounds prove reuse whatever the machine's speed. Seeds are ZARRFS_CACHE_SEED (default 1)
 // plus the round number; ZARRFS_CACHE_ROUNDS overrides the 50 rounds (5 with -short).
 func TestCacheKillRemount(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	rounds := 50
 	if testing.Short() {

@@ -76,6 +76,7 @@ func checkMostCompared(t testing.TB, s scriptSummary) {
 // TestZarrPythonReadsV2: Debian's zarr-python 2.13 reads every v2 array through the mount
 // exactly as it reads the origin directory.
 func TestZarrPythonReadsV2(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fixturesReady.require(t)
 	tests := []struct{ name, serve, store, server string }{
 		{"zarr-python-2.13/go", "zarr-python-2.13", "fixture", "go"},

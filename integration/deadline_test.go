@@ -120,6 +120,7 @@ func isEIO(err error) bool {
 // 2 s, and `zarrfs stats` shows the origin down; within 10 s of the origin's return reads
 // succeed again, without a remount.
 func TestOriginDeadlines(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	stores := writeFaultStores(t)
 	const retryTimeout = 3 * time.Second

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -89,15 +88,8 @@ func TestDemoOnAMachineWithoutZarrPython(t *testing.T) {
 
 // killExe ends every process running the executable at path.
 func killExe(t *testing.T, path string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && p == path {
-			t.Logf("ending leftover %s (pid %d)", path, pid)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range procsMatching(func(p procInfo) bool { return p.exe == path }) {
+		t.Logf("ending leftover %s (pid %d)", path, pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

@@ -217,6 +217,7 @@ func readAllChunks(mnt, store string, keys []string, seed uint64) []string {
 //     entry (the slack covers a walk that is not atomic); once reads are done, they are within
 //     the budget; no temp file.
 func TestCacheDiskFull(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	tmpfs := mountTmpfs(t, diskFullTmpfsBytes)
 	var st unix.Statfs_t

@@ -457,6 +457,7 @@ func (s *rssSampler) finish() {
 func longTests() bool { return os.Getenv("ZARRFS_LONG_TESTS") == "1" }
 
 func TestLoad100kChunks(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	if _, err := os.Stat(pythonBin); err != nil {
 		missing(t, "%s: %v", pythonBin, err)

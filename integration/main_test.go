@@ -26,6 +26,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// parallelTests: the slow tests (a minute or more of outages, kill rounds, load, S3, venvs)
+// call t.Parallel(). Each has its own origin, mountpoints, caches and daemons and finds its
+// processes by its own mountpoint, so they can overlap; most of their time is waiting
+// (outages, retry budgets, process start-up), so .ci/run runs this package with -parallel 4 on
+// two cores. Go runs them after all the sequential tests. A test that changes the
+// environment (t.Setenv) or the whole machine must stay sequential.
+
 // Paths used throughout; filled in by TestMain.
 var (
 	zarrfsBin   string // the binary under test, built by TestMain

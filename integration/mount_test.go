@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,29 +246,9 @@ func defaultMountArgs(t testing.TB, args []string) []string {
 // daemonPids finds zarrfs processes (of the binary under test) whose arguments name mnt: the
 // detached daemons a background mount leaves behind.
 func daemonPids(mnt string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) == 0 || args[0] != zarrfsBin {
-			continue
-		}
-		for _, a := range args[1:] {
-			if a == mnt {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
+	return procsMatching(func(p procInfo) bool {
+		return len(p.args) > 0 && p.args[0] == zarrfsBin && argsName(p.args[1:], mnt)
+	})
 }
 
 // cleanupDaemons registers a cleanup that unmounts mnt and ends any daemon serving it.

@@ -549,6 +549,7 @@ func writeReplacing(t testing.TB, p string, data []byte) {
 // pauses of 0-2 ms between the steps, while the mount refreshes every 20 ms and `zarrfs refresh`
 // runs in a loop. Every read must be one complete version of the chunk, or fail.
 func TestRefreshOpenWhileRewrite(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	const rounds = 1000
 	dir := t.TempDir()
@@ -712,6 +713,7 @@ func walkMount(root string) (map[string]bool, map[string]string) {
 // `zarrfs stats` shows the failing refresh; after the outage a refresh succeeds and brings the
 // change made on the origin meanwhile.
 func TestRefreshOriginOutage(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	outage := outageDuration(t)
 	dir := t.TempDir()

@@ -93,6 +93,7 @@ func tokenFile(t *testing.T, token string) string {
 // stores through the mount exactly as they read the directories on the storage side (v2 with
 // consolidated metadata, v2 without it (served listings), v3 with shards).
 func TestServeAndMount(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fixturesReady.require(t)
 	fuseReady.require(t)
 	tests := []struct {

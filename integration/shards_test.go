@@ -100,6 +100,7 @@ func writeShardedStore(t testing.TB, dir string) string {
 // `zarrfs serve` (manifest); and reading one inner chunk of a shard through the mount fetches
 // its block and the index, not the shard.
 func TestShardsByRanges(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fuseReady.require(t)
 	dir := t.TempDir()
 	store := writeShardedStore(t, dir)

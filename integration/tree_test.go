@@ -220,6 +220,7 @@ var fixtureStores = []struct {
 // include dotfiles) and by nginx (autoindex hides dotfiles, so the client must ask for
 // .zarray/.zgroup/.zattrs by name; the zarr-python-2.13 fixture has no consolidated metadata).
 func TestTreeMatchesOrigin(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fixturesReady.require(t)
 	for _, server := range []string{"go", "nginx"} {
 		for _, fx := range fixtureStores {

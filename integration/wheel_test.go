@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,19 +71,10 @@ func killDaemonsOf(t *testing.T, exe, mnt string) {
 	t.Cleanup(func() {
 		unmountBounded(t, mnt)
 		deadline := time.Now().Add(10 * time.Second)
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			if p, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err != nil || p != exe {
-				continue
-			}
-			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-			if !strings.Contains("\x00"+string(b), "\x00"+mnt+"\x00") {
-				continue
-			}
+		pids := procsMatching(func(p procInfo) bool {
+			return p.exe == exe && len(p.args) > 0 && argsName(p.args[1:], mnt)
+		})
+		for _, pid := range pids {
 			for processAlive(pid) && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
@@ -104,6 +94,7 @@ var wheelRE = regexp.MustCompile(`(?:^|/)zarrfs-([^/\s]+)-py3-none-manylinux_2_1
 // unmounts. `go run ./cmd/release --check` passes on everything built (the aarch64 wheel's
 // binary included: ELF machine, static linking, RECORD hashes).
 func TestWheelInVenv(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fixturesReady.require(t)
 	fuseReady.require(t)
 	pythonReady.require(t)
