@@ -69,10 +69,12 @@
 // # GCS
 //
 // gs://bucket/prefix goes to https://storage.googleapis.com with the same
-// requests, unsigned, and "Authorization: Bearer TOKEN" when a token is
-// given (remote.Options.Token, or Options.TokenFile, re-read when it
-// changes so an external refresher can rotate it). Without a token the
-// requests are anonymous (public buckets). Application Default Credentials
-// are not read: that would pull in Google's auth libraries for one token;
-// `gcloud auth print-access-token > FILE` on a timer does the same.
+// requests, unsigned, and "Authorization: Bearer TOKEN" (gcs.go). The token
+// comes from Options.TokenFile (re-read when it changes), else
+// remote.Options.Token, else Google's Application Default Credentials
+// (golang.org/x/oauth2/google: GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+// application_default_credentials.json, the GCE metadata server) with the
+// read-only storage scope, whose tokens are renewed before they expire.
+// Without any of them, or with Options.Anonymous, requests are anonymous
+// (public buckets).
 package s3

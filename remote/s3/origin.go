@@ -53,12 +53,14 @@ type Options struct {
 	// Addressing is AddressingAuto, AddressingPath or AddressingVirtual.
 	Addressing string
 	// Anonymous sends unsigned requests (--s3-anonymous): public buckets.
+	// On gs:// it also sends no bearer token, whatever else is configured.
 	Anonymous bool
 	// Credentials, when set, replaces the default credential chain (tests,
 	// embedding programs). It is wrapped in the SDK's credential cache.
 	Credentials aws.CredentialsProvider
 	// TokenFile holds the bearer token for gs:// (--token-file); it is
-	// re-read when it changes. Remote.Token is used when it is empty.
+	// re-read when it changes. Remote.Token is used when it is empty, and
+	// Google's Application Default Credentials when both are.
 	TokenFile string
 	// ManifestMaxKeys caps the keys a listing-built manifest may hold
 	// (default $ZARRFS_S3_MANIFEST_MAX_KEYS, else 20000; negative: never
@@ -95,6 +97,11 @@ type Origin struct {
 	readProven atomic.Bool
 	probedAt   time.Time // guarded by probeMu
 	anonymous  bool
+
+	// gs:// only: bearer returns the token of the next attempt (nil:
+	// anonymous); tokenSource names where it comes from, for messages.
+	bearer      func() (string, error)
+	tokenSource string
 }
 
 const (
@@ -221,7 +228,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	// GCS requests are never SigV4-signed: a bearer token (or nothing) is
 	// added by bearerMiddleware instead.
 	anonymous := opts.Anonymous || o.gcs
-	o.anonymous = opts.Anonymous || (o.gcs && opts.TokenFile == "" && opts.Remote.Token == "")
+	o.anonymous = opts.Anonymous
+	if o.gcs {
+		if err := o.setupGCSAuth(ctx); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case anonymous:
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
