@@ -3,12 +3,6 @@ package s3
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,139 +17,16 @@ import (
 
 	"golang.org/x/oauth2/google"
 
+	"github.com/zarrfs/zarrfs/internal/s3test"
 	"github.com/zarrfs/zarrfs/remote"
 )
-
-// tokenServer stands for Google's OAuth token endpoint (a credential file's
-// token_uri): it issues tok-1, tok-2, … valid for ttl, for the JWT grant of
-// a service account key and the refresh-token grant of a gcloud login.
-type tokenServer struct {
-	*httptest.Server
-	t   *testing.T
-	ttl time.Duration
-
-	mu     sync.Mutex
-	issued map[string]time.Time // token -> expiry
-	scopes []string             // the scope each JWT grant asked for
-	grants []string
-	refuse bool // answer invalid_grant, as for a revoked login
-}
-
-func newTokenServer(t *testing.T, ttl time.Duration) *tokenServer {
-	ts := &tokenServer{t: t, ttl: ttl, issued: map[string]time.Time{}}
-	ts.Server = httptest.NewServer(http.HandlerFunc(ts.serve))
-	t.Cleanup(ts.Close)
-	return ts
-}
-
-func (ts *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	grant := r.PostForm.Get("grant_type")
-	ts.grants = append(ts.grants, grant)
-	switch grant {
-	case "urn:ietf:params:oauth:grant-type:jwt-bearer":
-		// The assertion's claims, unverified: the test checks the scope.
-		parts := strings.Split(r.PostForm.Get("assertion"), ".")
-		var claims struct {
-			Scope string `json:"scope"`
-		}
-		if len(parts) == 3 {
-			payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
-			_ = json.Unmarshal(payload, &claims)
-		}
-		ts.scopes = append(ts.scopes, claims.Scope)
-	case "refresh_token":
-		if r.PostForm.Get("refresh_token") != "1//refresh" {
-			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
-			return
-		}
-	default:
-		http.Error(w, "unsupported grant "+grant, http.StatusBadRequest)
-		return
-	}
-	if ts.refuse {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprint(w, `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`)
-		return
-	}
-	tok := "tok-" + strconv.Itoa(len(ts.issued)+1)
-	ts.issued[tok] = time.Now().Add(ts.ttl)
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":%d}`, tok, int(ts.ttl/time.Second))
-}
-
-// valid reports whether auth carries a token this server issued that has
-// not expired.
-func (ts *tokenServer) valid(auth string) bool {
-	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	exp, known := ts.issued[tok]
-	return ok && known && time.Now().Before(exp)
-}
-
-func (ts *tokenServer) count() int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return len(ts.issued)
-}
-
-// serviceAccountJSON writes a service account key file whose token_uri is
-// the token server.
-func serviceAccountJSON(t *testing.T, tokenURI string) string {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, _ := json.Marshal(map[string]string{
-		"type":           "service_account",
-		"project_id":     "zarrfs-test",
-		"private_key_id": "k1",
-		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email":   "reader@zarrfs-test.iam.gserviceaccount.com",
-		"client_id":      "1",
-		"token_uri":      tokenURI,
-	})
-	p := filepath.Join(t.TempDir(), "sa.json")
-	if err := os.WriteFile(p, doc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// authorizedUserJSON writes what `gcloud auth application-default login`
-// leaves, with the token server as token_uri.
-func authorizedUserJSON(t *testing.T, tokenURI string) string {
-	doc, _ := json.Marshal(map[string]string{
-		"type":          "authorized_user",
-		"client_id":     "cid.apps.googleusercontent.com",
-		"client_secret": "secret",
-		"refresh_token": "1//refresh",
-		"token_uri":     tokenURI,
-	})
-	p := filepath.Join(t.TempDir(), "application_default_credentials.json")
-	if err := os.WriteFile(p, doc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // gcsStandIn is a private GCS bucket "bkt" (XML API, path-style) that
 // accepts only live tokens of ts. The first whole GET of "big" sends half
 // the object, pauses for pause, then breaks the connection, so the read
 // resumes later with a Range under If-Match.
 type gcsStandIn struct {
-	ts      *tokenServer
+	ts      *s3test.TokenServer
 	objects map[string][]byte
 	pause   time.Duration
 
@@ -175,7 +46,7 @@ func (g *gcsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.broke = true
 	}
 	g.mu.Unlock()
-	if !g.ts.valid(auth) {
+	if !g.ts.Valid(auth) {
 		s3Error(w, http.StatusUnauthorized, "AuthenticationRequired")
 		return
 	}
@@ -226,16 +97,16 @@ func (g *gcsStandIn) log() (auths, paths []string) {
 func TestGCSApplicationDefaultCredentials(t *testing.T) {
 	for _, c := range []struct {
 		name  string
-		write func(*testing.T, string) string
+		write func(testing.TB, string) string
 		grant string
 	}{
-		{"service_account", serviceAccountJSON, "urn:ietf:params:oauth:grant-type:jwt-bearer"},
-		{"authorized_user", authorizedUserJSON, "refresh_token"},
+		{"service_account", s3test.ServiceAccountKey, "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		{"authorized_user", s3test.AuthorizedUser, "refresh_token"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// Tokens live 11 s; oauth2 renews them 10 s early, so each is
 			// used for 1 s, and the read paused for 1.5 s needs a new one.
-			ts := newTokenServer(t, 11*time.Second)
+			ts := s3test.NewTokenServer(t, 11*time.Second)
 			t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", c.write(t, ts.URL))
 			big := randBytes(21, 300_000)
 			g := &gcsStandIn{ts: ts, pause: 1500 * time.Millisecond,
@@ -263,14 +134,13 @@ func TestGCSApplicationDefaultCredentials(t *testing.T) {
 			if auths[0] != "Bearer tok-1" || auths[1] != "Bearer tok-1" || auths[2] != "Bearer tok-2" {
 				t.Errorf("tokens %q for %q: want tok-1, tok-1, then tok-2 for the resume after tok-1 expired", auths, paths)
 			}
-			ts.mu.Lock()
-			defer ts.mu.Unlock()
-			for _, gr := range ts.grants {
+			grants, scopes := ts.Grants()
+			for _, gr := range grants {
 				if gr != c.grant {
 					t.Errorf("grant %q, want %q", gr, c.grant)
 				}
 			}
-			for _, s := range ts.scopes {
+			for _, s := range scopes {
 				if s != GCSScope {
 					t.Errorf("service account asked for scope %q, want %q", s, GCSScope)
 				}
@@ -283,11 +153,11 @@ func TestGCSApplicationDefaultCredentials(t *testing.T) {
 // --s3-anonymous before both, no credentials at all is anonymous, and each
 // failure says how to get credentials.
 func TestGCSCredentialOrder(t *testing.T) {
-	ts := newTokenServer(t, time.Hour)
+	ts := s3test.NewTokenServer(t, time.Hour)
 	g := &gcsStandIn{ts: ts, objects: map[string][]byte{".zgroup": []byte("{}")}}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", serviceAccountJSON(t, ts.URL))
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", s3test.ServiceAccountKey(t, ts.URL))
 	ctx := ctxT(t)
 	open := func(opts Options) (*Origin, error) {
 		opts.Endpoint = srv.URL
@@ -312,8 +182,8 @@ func TestGCSCredentialOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = o.Get(ctx, ".zgroup", 100)
-	if lastAuth() != "Bearer from-file" || ts.count() != 0 {
-		t.Fatalf("with --token-file: sent %q, ADC asked for %d tokens", lastAuth(), ts.count())
+	if lastAuth() != "Bearer from-file" || ts.Issued() != 0 {
+		t.Fatalf("with --token-file: sent %q, ADC asked for %d tokens", lastAuth(), ts.Issued())
 	}
 	if !errors.Is(err, remote.ErrUnauthorized) || !strings.Contains(err.Error(), "--token-file "+tokenFile) {
 		t.Errorf("a refused token file: %v", err)
@@ -324,7 +194,7 @@ func TestGCSCredentialOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = o.Get(ctx, ".zgroup", 100)
-	if lastAuth() != "" || ts.count() != 0 {
+	if lastAuth() != "" || ts.Issued() != 0 {
 		t.Fatalf("with --s3-anonymous: sent %q", lastAuth())
 	}
 	if !errors.Is(err, remote.ErrUnauthorized) || !strings.Contains(err.Error(), "gcloud auth application-default login") {
@@ -340,9 +210,7 @@ func TestGCSCredentialOrder(t *testing.T) {
 	}
 
 	// A revoked login fails at Open, naming the fix.
-	ts.mu.Lock()
-	ts.refuse = true
-	ts.mu.Unlock()
+	ts.Refuse()
 	if _, err := open(Options{}); err == nil || !strings.Contains(err.Error(), "gcloud auth application-default login") || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Errorf("revoked ADC: %v", err)
 	}

@@ -91,7 +91,7 @@ func (o *Origin) setupGCSAuth(ctx context.Context) error {
 			return fmt.Errorf("%s: Google Application Default Credentials: %w (fix GOOGLE_APPLICATION_CREDENTIALS=%s, or pass --token-file, or --s3-anonymous for a public bucket)", o.display, err, f)
 		}
 		o.log.Warn("gcs: no Google credentials found (no --token-file, no Application Default Credentials); sending anonymous requests (public buckets only)", "store", o.display)
-		o.anonymous, o.tokenSource = true, "no credentials"
+		o.anonymous, o.tokenSource = true, "no --token-file, no Application Default Credentials found"
 		return nil
 	}
 	o.tokenSource = adcSource(creds)
