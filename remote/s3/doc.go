@@ -26,6 +26,9 @@
 // keys gives remote.ErrNoManifest and is read like an HTTP origin: from its
 // consolidated metadata, else by listing one directory at a time (List),
 // and a refresh then revalidates metadata documents and chunks one by one.
+// Such a store is taken to stay over the cap for an hour, so a refresh
+// does not list the cap's worth of keys again to learn it: it lists only
+// the groups, one delimited listing each.
 // A store that grows past the cap while mounted keeps its manifest (a
 // refresh lists up to 10 times the cap) so it does not lose its versions.
 // Credentials without list permission give remote.ErrNoManifest and

@@ -87,6 +87,9 @@ type Origin struct {
 	k        counters
 
 	region atomic.Pointer[string] // current region; a redirect may change it
+	// overCapAt (UnixNano): when a listing found the store over
+	// ManifestMaxKeys; 0 when it was not.
+	overCapAt atomic.Int64
 
 	// The 403 rule (doc.go): can these credentials list the store?
 	listState atomic.Int32 // listUnknown, listAllowed, listDenied
