@@ -67,7 +67,12 @@
 // mount). There is no retry quota that could fail reads under load. Each
 // operation's retries are bounded by remote.Options.RetryDeadline, counted
 // from its start or from the last byte it received; a body that stalls for
-// StallTimeout is cut and resumed.
+// StallTimeout is cut and resumed. An operation that spends its budget
+// without a usable answer marks the origin down (remote.Health, shared
+// with remote.Client's behaviour): operations then fail at once with
+// remote.ErrUnreachable while one probe at a time checks whether it is
+// back. Traffic is counted in remote.Counters, the counters every origin
+// keeps for `zarrfs stats` and /metrics.
 //
 // # GCS
 //

@@ -64,7 +64,7 @@ func (o *Origin) list(ctx context.Context, what, pfx, delimiter string, page fun
 	}
 	for {
 		var out *s3.ListObjectsV2Output
-		err := o.call(ctx, "LIST", what, func(opt ...func(*s3.Options)) error {
+		err := o.call(ctx, "LIST", what, func(ctx context.Context, opt ...func(*s3.Options)) error {
 			var err error
 			out, err = o.client.ListObjectsV2(ctx, in, opt...)
 			if err != nil && isAccessDenied(err) {
@@ -76,7 +76,7 @@ func (o *Origin) list(ctx context.Context, what, pfx, delimiter string, page fun
 			if errors.Is(err, remote.ErrForbidden) && o.listState.Load() == listDenied {
 				err = fmt.Errorf("%w: %w", remote.ErrNoListing, err)
 			}
-			o.k.operationFailed(ctx, err)
+			o.operationFailed(ctx, err)
 			return err
 		}
 		o.listState.Store(listAllowed)

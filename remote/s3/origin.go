@@ -84,7 +84,11 @@ type Origin struct {
 	httpc    *countingClient
 	tr       atomic.Pointer[http.Transport] // built by the SDK's client, for Close
 	retryer  aws.RetryerV2
-	k        counters
+	k        remote.Counters
+	// health: once an operation gave up on an origin that did not answer
+	// for a whole retry budget, operations fail at once while one probe at
+	// a time checks whether it is back (remote/health.go).
+	health *remote.Health
 
 	region atomic.Pointer[string] // current region; a redirect may change it
 	// overCapAt (UnixNano): when a listing found the store over
@@ -197,6 +201,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		gcs:      scheme == "gs",
 		opts:     opts,
 		log:      log,
+		health:   remote.NewHealth(nil),
 	}
 	if o.gcs && o.endpoint == "" {
 		o.endpoint = GCSEndpoint
@@ -248,7 +253,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		return nil, fmt.Errorf("%s: load the AWS configuration (AWS_PROFILE, ~/.aws/config): %w", o.display, err)
 	}
 	// Count every attempt the SDK sends, after the SDK added any CA bundle.
-	o.httpc = &countingClient{next: cfg.HTTPClient, k: &o.k}
+	o.httpc = &countingClient{next: cfg.HTTPClient, k: &o.k, health: o.health, log: log}
 	cfg.HTTPClient = o.httpc
 	if !anonymous && opts.Credentials == nil {
 		// No credentials anywhere is legal: a public bucket. Say so, once.
@@ -385,19 +390,54 @@ func (o *Origin) url(key string) string { return o.display + key }
 
 // opFns are the per-operation options: the retry budget and the region.
 func (o *Origin) opFns() []func(*s3.Options) {
-	deadline := time.Now().Add(o.opts.Remote.RetryDeadline)
+	return o.opFnsWith(o.newBudget())
+}
+
+func (o *Origin) newBudget() *budgetRetryer {
+	return &budgetRetryer{RetryerV2: o.retryer, deadline: time.Now().Add(o.opts.Remote.RetryDeadline), k: &o.k, health: o.health}
+}
+
+func (o *Origin) opFnsWith(br *budgetRetryer) []func(*s3.Options) {
 	region := o.Region()
 	return []func(*s3.Options){func(so *s3.Options) {
-		so.Retryer = &budgetRetryer{RetryerV2: o.retryer, deadline: deadline, k: &o.k}
+		so.Retryer = br
 		so.Region = region
 	}}
 }
 
 // call runs one SDK operation; a redirect to the bucket's region is followed
-// once (on AWS), and the error is mapped to remote's sentinels.
-func (o *Origin) call(ctx context.Context, op, key string, fn func(opt ...func(*s3.Options)) error) error {
+// once (on AWS), and the error is mapped to remote's sentinels. The
+// origin's health is asked first, as remote.Client does: while the origin
+// is down the operation fails at once unless it is the one probe let
+// through, which gets one attempt and at most remote.ProbeStallMax to get
+// an answer. An operation that spent its whole retry budget without a
+// usable answer marks the origin down.
+func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.Context, opt ...func(*s3.Options)) error) error {
+	probe, err := o.health.Admit()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, o.url(key), err)
+	}
+	if probe {
+		o.log.Debug("s3: probing the origin", "op", op, "url", o.url(key))
+		defer o.health.ProbeDone()
+	}
 	for attempt := 0; ; attempt++ {
-		err := fn(o.opFns()...)
+		br := o.newBudget()
+		actx, stop := ctx, func() {}
+		if probe {
+			// The context stays with a GET's body: it is cancelled only
+			// when no answer came in time (or with ctx).
+			pctx, cancel := context.WithCancel(ctx)
+			t := time.AfterFunc(remote.ProbeStallMax, cancel)
+			actx, stop = pctx, func() {
+				t.Stop()
+				if op != "GET" {
+					cancel() // a listing was read whole
+				}
+			}
+		}
+		err := fn(actx, o.opFnsWith(br)...)
+		stop()
 		if err == nil {
 			return nil
 		}
@@ -409,6 +449,11 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(opt ...func(*
 		if op == "GET" && isAccessDenied(err) && o.listDeniedProbe(ctx) && o.readProvenProbe(ctx) {
 			return o.readAsMissing(op, key)
 		}
-		return o.mapError(ctx, op, key, err)
+		mapped := o.mapError(ctx, op, key, err)
+		if br.spent.Load() && ctx.Err() == nil && o.health.Down(mapped) {
+			o.log.Warn("s3: the origin is down: operations fail at once while one probe at a time checks whether it is back",
+				"op", op, "url", o.url(key), "error", mapped.Error())
+		}
+		return mapped
 	}
 }
