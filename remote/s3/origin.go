@@ -105,6 +105,11 @@ type Origin struct {
 	probedAt   time.Time // guarded by probeMu
 	anonymous  bool
 
+	// fast sends GetObject without the SDK's stack (fastget.go); sdkGet
+	// turns that off (benchmarks compare the two).
+	fast   *fastGet
+	sdkGet bool
+
 	// gs:// only: bearer returns the token of the next attempt (nil:
 	// anonymous); tokenSource names where it comes from, for messages.
 	bearer      func() (string, error)
@@ -298,6 +303,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 			so.APIOptions = append(so.APIOptions, o.bearerMiddleware)
 		}
 	})
+	signWith := cfg.Credentials
+	if signWith == nil || aws.IsCredentialsProvider(signWith, aws.AnonymousCredentials{}) {
+		signWith = nil // unsigned: anonymous, or GCS's bearer tokens
+	}
+	o.fast = newFastGet(o.client, signWith)
 	return o, nil
 }
 
