@@ -36,6 +36,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	smithyauth "github.com/aws/smithy-go/auth"
 	"github.com/aws/smithy-go/encoding/httpbinding"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -109,21 +110,20 @@ func (f *fastGet) resolve(ctx context.Context, bucket, region string) *fastEndpo
 	if err != nil || len(ep.Headers) > 0 {
 		return nil
 	}
+	// The auth scheme the SDK would use must be plain SigV4 for "s3":
+	// S3 Express ("s3express", session auth) and SigV4a (multi-region
+	// access points) stay with the SDK.
 	signingRegion := region
-	if ep.Properties.Has("authSchemes") {
-		schemes, _ := ep.Properties.Get("authSchemes").([]any)
-		if len(schemes) != 1 {
+	if opts, ok := smithyauth.GetAuthOptions(&ep.Properties); ok {
+		// Endpoint rules name the scheme "sigv4"; the smithy ID is the long form.
+		if len(opts) != 1 || (opts[0].SchemeID != "sigv4" && opts[0].SchemeID != smithyauth.SchemeIDSigV4) {
 			return nil
 		}
-		s, _ := schemes[0].(map[string]any)
-		if name, _ := s["name"].(string); name != "sigv4" {
+		if name, ok := smithyhttp.GetSigV4SigningName(&opts[0].SignerProperties); ok && name != "s3" {
 			return nil
 		}
-		if sn, _ := s["signingName"].(string); sn != "" && sn != "s3" {
-			return nil
-		}
-		if sr, _ := s["signingRegion"].(string); sr != "" {
-			signingRegion = sr
+		if r, ok := smithyhttp.GetSigV4SigningRegion(&opts[0].SignerProperties); ok && r != "" {
+			signingRegion = r
 		}
 	}
 	base := ep.URI

@@ -73,3 +73,34 @@ func TestGetWithoutTheSDKStack(t *testing.T) {
 		t.Errorf("after S3 refused the clock, GETs still skip the SDK: %v", h)
 	}
 }
+
+// TestFastEndpoint: the plain GET path takes its URL and signing region from
+// the SDK's endpoint resolver, and leaves to the SDK what it cannot sign
+// with plain SigV4 (S3 Express directory buckets).
+func TestFastEndpoint(t *testing.T) {
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	creds := credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")
+	for _, c := range []struct {
+		url, endpoint, addressing, region string
+		want, signingRegion           string
+	}{
+		{"s3://my-bucket/s.zarr", "", "", "us-west-2", "https://my-bucket.s3.us-west-2.amazonaws.com", "us-west-2"},
+		{"s3://my-bucket/s.zarr", "", AddressingPath, "eu-central-1", "https://s3.eu-central-1.amazonaws.com/my-bucket", "eu-central-1"},
+		{"s3://zarr/s.zarr", "http://127.0.0.1:9000", "", "us-east-1", "http://127.0.0.1:9000/zarr", "us-east-1"},
+		{"gs://bkt/s.zarr", "", "", "", "https://storage.googleapis.com/bkt", "auto"},
+		{"s3://data--usw2-az1--x-s3/s.zarr", "", "", "us-west-2", "", ""},
+	} {
+		o, err := Open(ctxT(t), c.url, Options{Endpoint: c.endpoint, Addressing: c.addressing, Region: c.region, Credentials: creds, Anonymous: c.url[:2] == "gs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep := o.fast.endpoint(ctxT(t), o.bucket, o.Region())
+		switch {
+		case c.want == "" && ep != nil:
+			t.Errorf("%s: plain GETs to %s; want the SDK's", c.url, ep.base.String())
+		case c.want != "" && (ep == nil || ep.base.String() != c.want || ep.signingRegion != c.signingRegion):
+			t.Errorf("%s: endpoint %+v; want %s signed for %s", c.url, ep, c.want, c.signingRegion)
+		}
+		o.Close()
+	}
+}
