@@ -82,7 +82,7 @@ func TestFastEndpoint(t *testing.T) {
 	creds := credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")
 	for _, c := range []struct {
 		url, endpoint, addressing, region string
-		want, signingRegion           string
+		want, signingRegion               string
 	}{
 		{"s3://my-bucket/s.zarr", "", "", "us-west-2", "https://my-bucket.s3.us-west-2.amazonaws.com", "us-west-2"},
 		{"s3://my-bucket/s.zarr", "", AddressingPath, "eu-central-1", "https://s3.eu-central-1.amazonaws.com/my-bucket", "eu-central-1"},
