@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,5 +243,67 @@ func TestGCSCredentialOrder(t *testing.T) {
 		if !errors.Is(err, remote.ErrUnauthorized) || !strings.Contains(err.Error(), want) {
 			t.Errorf("private bucket without credentials: %v; want it to say %q", err, want)
 		}
+	}
+}
+
+// TestGCSMetadataServer: on a GCE VM (GCE_METADATA_HOST stands for one),
+// Application Default Credentials are the VM's service account, whose
+// tokens come from the metadata server, asked for the read-only scope.
+// It runs in a child process: whether the process runs on GCE is decided
+// once per process (metadata.OnGCE), and must not leak into other tests.
+func TestGCSMetadataServer(t *testing.T) {
+	if os.Getenv("ZARRFS_TEST_GCE_CHILD") != "1" {
+		cmd := exec.CommandContext(ctxT(t), os.Args[0], "-test.run=^TestGCSMetadataServer$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "ZARRFS_TEST_GCE_CHILD=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	var mu sync.Mutex
+	var scopes []string
+	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata-Flavor") != "Google" {
+			http.Error(w, "missing Metadata-Flavor", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Metadata-Flavor", "Google")
+		switch r.URL.Path {
+		case "/computeMetadata/v1/project/project-id":
+			fmt.Fprint(w, "zarrfs-test")
+		case "/computeMetadata/v1/instance/service-accounts/default/token":
+			mu.Lock()
+			scopes = append(scopes, r.URL.Query().Get("scopes"))
+			mu.Unlock()
+			fmt.Fprint(w, `{"access_token":"vm-token","token_type":"Bearer","expires_in":3599}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(meta.Close)
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HOME", t.TempDir()) // no gcloud login
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(meta.URL, "http://"))
+	var auth atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth.Store(r.Header.Get("Authorization"))
+		w.Write([]byte("{}"))
+	}))
+	t.Cleanup(srv.Close)
+	o, err := Open(ctxT(t), "gs://bkt/s.zarr", Options{Endpoint: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	if _, _, err := o.Get(ctxT(t), ".zgroup", 100); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := auth.Load().(string); got != "Bearer vm-token" {
+		t.Errorf("sent Authorization %q, want the metadata server's token", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(scopes) == 0 || scopes[0] != GCSScope {
+		t.Errorf("metadata server asked for scopes %q, want %q", scopes, GCSScope)
 	}
 }
