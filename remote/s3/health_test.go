@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +46,12 @@ func TestOriginHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(o.Close)
+	// The health's clock is the test's: probe pauses pass without sleeping.
+	var mu sync.Mutex
+	now := time.Now()
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	o.health = remote.NewHealth(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	o.httpc.health = o.health
 	ctx := ctxT(t)
 
 	broken.Store(true)
@@ -63,7 +70,7 @@ func TestOriginHealth(t *testing.T) {
 	if _, _, err := o.Get(ctx, ".zgroup", 100); !errors.Is(err, remote.ErrUnreachable) || requests.Load() != before {
 		t.Fatalf("while down: %v after %d requests; want ErrUnreachable and none", err, requests.Load()-before)
 	}
-	time.Sleep(1200 * time.Millisecond)
+	advance(1100 * time.Millisecond)
 	if _, _, err := o.Get(ctx, ".zgroup", 100); err == nil || requests.Load() != before+1 {
 		t.Fatalf("probe of an origin still down: %v after %d requests; want one attempt", err, requests.Load()-before)
 	}
@@ -80,7 +87,7 @@ func TestOriginHealth(t *testing.T) {
 
 	// After the next probe pause (2 s), one operation is the probe; a
 	// second one while it is out still fails fast.
-	time.Sleep(2200 * time.Millisecond)
+	advance(2100 * time.Millisecond)
 	holding.Store(true)
 	probeErr := make(chan error, 1)
 	go func() {
