@@ -324,3 +324,83 @@ func TestS3Refresh(t *testing.T) {
 	}
 	t.Logf("refresh: %s", strings.TrimSpace(out))
 }
+
+// gcsEnv is the environment of a zarrfs reading gs:// with Google's
+// Application Default Credentials only from what extra says: the machine's
+// own (GOOGLE_APPLICATION_CREDENTIALS, gcloud's login under HOME) are kept
+// out.
+func gcsEnv(t *testing.T, extra ...string) []string {
+	var env []string
+	for _, kv := range s3Env("", "") {
+		if !strings.HasPrefix(kv, "GOOGLE_") && !strings.HasPrefix(kv, "GCE_METADATA_") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "ZARRFS_TOKEN=") {
+			env = append(env, kv)
+		}
+	}
+	return append(append(env, "HOME="+t.TempDir()), extra...)
+}
+
+// TestGCSMountADC mounts a private gs:// bucket (fake-gcs-server behind a
+// proxy that refuses requests without a live token) with no --token-file:
+// the tokens come from Application Default Credentials, a service account
+// key in GOOGLE_APPLICATION_CREDENTIALS or gcloud's login under HOME, both
+// naming a local token endpoint as token_uri. Without credentials the mount
+// is anonymous and fails saying how to get credentials.
+func TestGCSMountADC(t *testing.T) {
+	fuseReady.require(t)
+	fixturesReady.require(t)
+	fx := fixtureStores[1] // zarrita v2
+	seed := t.TempDir()
+	copyTree(t, filepath.Join(fixturesDir, fx.serve, fx.store), filepath.Join(seed, "bkt", fx.serve, fx.store))
+	ts := s3test.NewTokenServer(t, time.Hour)
+	endpoint, counts := s3test.PrivateGCS(t, s3test.StartFakeGCS(t, seed), ts)
+	url := "gs://bkt/" + fx.serve + "/" + fx.store
+	want := filepath.Join(fixturesDir, fx.serve, fx.store)
+
+	gcloudHome := t.TempDir()
+	adc := filepath.Join(gcloudHome, ".config", "gcloud", "application_default_credentials.json")
+	if err := os.MkdirAll(filepath.Dir(adc), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(s3test.AuthorizedUser(t, ts.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, adc, data)
+
+	for _, c := range []struct {
+		name string
+		env  []string
+	}{
+		{"service account key", gcsEnv(t, "GOOGLE_APPLICATION_CREDENTIALS="+s3test.ServiceAccountKey(t, ts.URL))},
+		{"gcloud login", append(gcsEnv(t), "HOME="+gcloudHome)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			issued := ts.Issued()
+			m := mountEnv(t, c.env, url, "--s3-endpoint", endpoint)
+			for _, p := range compareTrees(want, m.Dir) {
+				t.Error(p)
+			}
+			passed, refused := counts()
+			if ts.Issued() == issued || passed == 0 || refused != 0 {
+				t.Errorf("tokens issued %d (before %d), requests let through %d, refused %d", ts.Issued(), issued, passed, refused)
+			}
+		})
+	}
+
+	t.Run("no credentials", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		args := append([]string{"mount", "--foreground", "--cache-dir", filepath.Join(t.TempDir(), "cache"), "--s3-endpoint", endpoint}, retryArgs...)
+		p := startZarrfs(t, gcsEnv(t), mnt, append(args, url, mnt)...)
+		if !p.waitExit(failWait) {
+			t.Fatalf("zarrfs still running after %v", failWait)
+		}
+		if line := zarrfsLine(p.output(), "anonymous", "gcloud auth application-default login", "--token-file"); line == "" {
+			t.Errorf("no line saying how to get credentials in:\n%s", p.output())
+		} else {
+			t.Logf("no credentials: %s", line)
+		}
+		if isFuseMount(mnt) {
+			t.Error("something is mounted after a failed mount")
+		}
+	})
+}

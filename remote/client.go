@@ -135,7 +135,7 @@ type Client struct {
 	tr   *http.Transport
 	hc   *http.Client
 
-	counters counters // traffic counters for Stats
+	counters Counters // traffic counters for Stats
 	health   *Health  // whether the origin is known to be down
 
 	// Replaced by tests to observe backoff without waiting.

@@ -12,6 +12,7 @@ package remote
 // Lock order: Health.mu is a leaf; nothing is called while holding it.
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,11 +20,15 @@ import (
 
 const (
 	probeBackoffMin = time.Second
-	// probeBackoffMax and probeStallMax keep the time from the origin's
+	// probeBackoffMax and ProbeStallMax keep the time from the origin's
 	// return to the next successful probe under about 8 s.
 	probeBackoffMax = 3 * time.Second
-	probeStallMax   = 5 * time.Second
 )
+
+// ProbeStallMax is the longest a probe (Admit's probe=true) may wait
+// without progress: a probe of an origin that is down must not hold the
+// next probe back for a whole stall timeout.
+const ProbeStallMax = 5 * time.Second
 
 // Health tracks whether an origin is reachable. Its zero value is not
 // usable: make one with NewHealth. It is safe for concurrent use and is
@@ -155,3 +160,10 @@ func (e *downError) Error() string {
 }
 
 func (e *downError) Unwrap() error { return ErrUnreachable }
+
+// FailedFast reports whether err is Admit's refusal of an operation while
+// the origin is down: it is counted by Health (Rejected), not as a failure.
+func FailedFast(err error) bool {
+	var d *downError
+	return errors.As(err, &d)
+}

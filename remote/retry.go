@@ -60,7 +60,7 @@ func (c *Client) newRetryState(probe bool) *retryState {
 	if probe {
 		// A probe of an origin that is down must not hold the next probe
 		// back for a whole stall timeout.
-		st.stall = min(st.stall, probeStallMax)
+		st.stall = min(st.stall, ProbeStallMax)
 	}
 	st.budgetStart.Store(now.UnixNano())
 	return st
@@ -119,31 +119,31 @@ func (c *Client) retry(ctx context.Context, method, u string, attempt func(conte
 		}
 		var perm permanentError
 		if errors.As(err, &perm) {
-			c.counters.operationFailed(ctx, perm.err)
+			c.counters.OperationFailed(ctx, perm.err)
 			return st.final(perm.err)
 		}
 		retryable, retryAfter := classify(err)
 		if !retryable {
-			c.counters.operationFailed(ctx, err)
+			c.counters.OperationFailed(ctx, err)
 			return st.final(err)
 		}
 		if c.health.IsDown() {
 			// Another operation gave up meanwhile, or this one is the probe
 			// and got no answer: one attempt is all it gets.
-			c.counters.operationFailed(ctx, err)
+			c.counters.OperationFailed(ctx, err)
 			return st.final(fmt.Errorf("%w (the origin is down: last error: %w)", ErrUnreachable, err))
 		}
 		wait := c.backoff(st.step, retryAfter)
 		if st.spent()+wait > st.budget {
 			c.log.Warn("remote: giving up", "method", method, "url", u, "attempts", st.attempts, "error", err.Error())
-			c.counters.operationFailed(ctx, err)
+			c.counters.OperationFailed(ctx, err)
 			if c.health.Down(err) {
 				c.log.Warn("remote: the origin is down: operations fail at once while one probe at a time checks whether it is back",
 					"method", method, "url", u, "error", err.Error())
 			}
 			return st.final(err)
 		}
-		c.counters.retries.Add(1)
+		c.counters.Retries.Add(1)
 		c.log.Debug("remote: retrying", "method", method, "url", u, "attempt", st.attempts, "wait", wait, "error", err.Error())
 		if err := c.sleep(ctx, wait); err != nil {
 			return fmt.Errorf("%s %s: %w (after %d attempts)", method, u, err, st.attempts)
@@ -381,7 +381,7 @@ type watchedBody struct {
 	rc       io.ReadCloser
 	wd       *watchdog
 	st       *retryState
-	counters *counters
+	counters *Counters
 	payload  bool
 }
 
@@ -392,7 +392,7 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	if n > 0 && b.payload {
 		b.st.madeProgress()
 	}
-	b.counters.received(n)
+	b.counters.Received(n)
 	return n, err
 }
 
@@ -420,12 +420,12 @@ func (c *Client) send(ctx context.Context, st *retryState, method, u string, hdr
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
-	c.counters.requests.Add(1)
-	c.counters.inFlight.Add(1)
+	c.counters.Requests.Add(1)
+	c.counters.InFlight.Add(1)
 	resp, err = c.hc.Do(req)
 	wd.disarm()
 	if err != nil {
-		c.counters.inFlight.Add(-1)
+		c.counters.InFlight.Add(-1)
 		terr := c.transportError(actx, method, u, err)
 		cancel(nil)
 		return nil, nil, terr
@@ -440,7 +440,7 @@ func (c *Client) send(ctx context.Context, st *retryState, method, u string, hdr
 			wd.disarm()
 			resp.Body.Close()
 			cancel(nil)
-			c.counters.inFlight.Add(-1)
+			c.counters.InFlight.Add(-1)
 		})
 	}
 	return resp, release, nil

@@ -60,119 +60,128 @@ func (e ErrorCounts) Total() int64 {
 // RateWindow is the span RecentBytesPerSec is measured over.
 const RateWindow = 5 * time.Second
 
-// counters is the live form of Stats, embedded in Client. Its zero value is
-// ready to use.
-type counters struct {
-	requests, inFlight, retries, failures, bytes atomic.Int64
+// Counters is the live form of Stats, kept by every origin of zarrfs (the
+// HTTP Client here, remote/s3) so that `zarrfs stats` and /metrics read the
+// same counters whatever the origin. Each origin bumps them where it sees
+// the event; Snapshot turns them into Stats. The zero value is ready to
+// use; it is safe for concurrent use.
+type Counters struct {
+	Requests, InFlight, Retries, Failures, Bytes atomic.Int64
 
-	notFound, unauthorized, forbidden, throttled, clientErrors, serverErrors,
-	unreachable, tls, stalled, network, changed, other atomic.Int64
+	// Failed attempts by kind (ErrorCounts).
+	NotFound, Unauthorized, Forbidden, Throttled, ClientErrors, ServerErrors,
+	Unreachable, TLS, Stalled, Network, Changed, Other atomic.Int64
 
 	rate rateMeter
 }
 
 // Stats returns a snapshot of the client's counters.
-func (c *Client) Stats() Stats {
-	k := &c.counters
-	h := c.health.State()
-	return Stats{
-		OriginDown:        h.Down,
-		DownSince:         h.Since,
-		DownCause:         h.Cause,
-		Outages:           h.Outages,
-		FailedFast:        h.Rejected,
-		Requests:          k.requests.Load(),
-		InFlight:          k.inFlight.Load(),
-		Retries:           k.retries.Load(),
-		Failures:          k.failures.Load(),
-		BytesReceived:     k.bytes.Load(),
+func (c *Client) Stats() Stats { return c.counters.Snapshot(c.health) }
+
+// Snapshot returns the counters as Stats, with the origin's health when h
+// is not nil.
+func (k *Counters) Snapshot(h *Health) Stats {
+	st := Stats{
+		Requests:          k.Requests.Load(),
+		InFlight:          k.InFlight.Load(),
+		Retries:           k.Retries.Load(),
+		Failures:          k.Failures.Load(),
+		BytesReceived:     k.Bytes.Load(),
 		RecentBytesPerSec: k.rate.perSecond(time.Now()),
 		Errors: ErrorCounts{
-			NotFound:     k.notFound.Load(),
-			Unauthorized: k.unauthorized.Load(),
-			Forbidden:    k.forbidden.Load(),
-			Throttled:    k.throttled.Load(),
-			ClientErrors: k.clientErrors.Load(),
-			ServerErrors: k.serverErrors.Load(),
-			Unreachable:  k.unreachable.Load(),
-			TLS:          k.tls.Load(),
-			Stalled:      k.stalled.Load(),
-			Network:      k.network.Load(),
-			Changed:      k.changed.Load(),
-			Other:        k.other.Load(),
+			NotFound:     k.NotFound.Load(),
+			Unauthorized: k.Unauthorized.Load(),
+			Forbidden:    k.Forbidden.Load(),
+			Throttled:    k.Throttled.Load(),
+			ClientErrors: k.ClientErrors.Load(),
+			ServerErrors: k.ServerErrors.Load(),
+			Unreachable:  k.Unreachable.Load(),
+			TLS:          k.TLS.Load(),
+			Stalled:      k.Stalled.Load(),
+			Network:      k.Network.Load(),
+			Changed:      k.Changed.Load(),
+			Other:        k.Other.Load(),
 		},
 	}
+	if h != nil {
+		hs := h.State()
+		st.OriginDown, st.DownSince, st.DownCause = hs.Down, hs.Since, hs.Cause
+		st.Outages, st.FailedFast = hs.Outages, hs.Rejected
+	}
+	return st
 }
 
-func (k *counters) received(n int) {
+// Received counts n response body bytes.
+func (k *Counters) Received(n int) {
 	if n > 0 {
-		k.bytes.Add(int64(n))
+		k.Bytes.Add(int64(n))
 		k.rate.add(time.Now(), int64(n))
 	}
 }
 
 // attemptFailed counts a failed attempt by kind. ctx is the operation's
 // context: an attempt that failed because the caller gave up is not counted.
-func (k *counters) attemptFailed(ctx context.Context, err error) {
+func (k *Counters) attemptFailed(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
 	k.kindOf(err).Add(1)
 }
 
-// operationFailed counts an operation that failed for good.
-func (k *counters) operationFailed(ctx context.Context, err error) {
-	if ctx.Err() != nil || isAbsence(err) {
+// OperationFailed counts an operation that failed for good: not one that
+// only found something absent (IsAbsence), nor one the caller cancelled.
+func (k *Counters) OperationFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil || IsAbsence(err) {
 		return
 	}
-	k.failures.Add(1)
+	k.Failures.Add(1)
 }
 
-// isAbsence says whether err only reports that something is not there: a
+// IsAbsence says whether err only reports that something is not there: a
 // missing object, or an origin without a manifest or directory listings.
-func isAbsence(err error) bool {
+func IsAbsence(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoManifest) || errors.Is(err, ErrNoListing)
 }
 
-func (k *counters) kindOf(err error) *atomic.Int64 {
-	if isAbsence(err) {
-		return &k.notFound
+func (k *Counters) kindOf(err error) *atomic.Int64 {
+	if IsAbsence(err) {
+		return &k.NotFound
 	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		switch {
 		case se.Code == http.StatusNotFound || se.Code == http.StatusGone:
-			return &k.notFound
+			return &k.NotFound
 		case se.Code == http.StatusUnauthorized:
-			return &k.unauthorized
+			return &k.Unauthorized
 		case se.Code == http.StatusForbidden:
-			return &k.forbidden
+			return &k.Forbidden
 		case se.Code == http.StatusTooManyRequests:
-			return &k.throttled
+			return &k.Throttled
 		case se.Code >= 500:
-			return &k.serverErrors
+			return &k.ServerErrors
 		case se.Code >= 400:
-			return &k.clientErrors
+			return &k.ClientErrors
 		}
-		return &k.other
+		return &k.Other
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return &k.notFound
+		return &k.NotFound
 	case errors.Is(err, ErrChanged):
-		return &k.changed
+		return &k.Changed
 	case errors.Is(err, ErrTLS):
-		return &k.tls
+		return &k.TLS
 	case errors.Is(err, ErrUnreachable):
-		return &k.unreachable
+		return &k.Unreachable
 	case errors.Is(err, errStalled):
-		return &k.stalled
+		return &k.Stalled
 	}
 	var te *transportError
 	if errors.As(err, &te) {
-		return &k.network
+		return &k.Network
 	}
-	return &k.other
+	return &k.Other
 }
 
 // rateMeter sums bytes into one-second buckets to give a recent rate.

@@ -27,7 +27,7 @@ func addS3Flags(fl *pflag.FlagSet, f *s3Flags) {
 	fl.StringVar(&f.endpoint, "s3-endpoint", "", "`URL` of an S3-compatible service for s3:// URLs (MinIO, R2, Ceph); default AWS")
 	fl.StringVar(&f.region, "s3-region", "", "`REGION` of the bucket (default $AWS_REGION or the profile's; on AWS a wrong one is corrected)")
 	fl.StringVar(&f.addressing, "s3-addressing", "", "`STYLE` of bucket addressing: path or virtual (default: path with --s3-endpoint, virtual on AWS)")
-	fl.BoolVar(&f.anonymous, "s3-anonymous", false, "send unsigned requests to a public bucket (also the fallback when no AWS credentials are found)")
+	fl.BoolVar(&f.anonymous, "s3-anonymous", false, "send unsigned requests to a public bucket, and no token on gs:// (also the fallback when no credentials are found)")
 }
 
 func init() {

@@ -13,8 +13,9 @@ import (
 )
 
 // BenchmarkFetchSmall measures the client's cost per request: the same
-// in-process server read as S3 (signed, through the SDK) and as a plain
-// HTTP origin (remote.Client), 512-byte objects.
+// in-process server read as S3 (signed; GetObject as a plain request, and
+// through the SDK's operation stack) and as a plain HTTP origin
+// (remote.Client), 512-byte objects.
 func BenchmarkFetchSmall(b *testing.B) {
 	objects := map[string]string{}
 	for i := range 100 {
@@ -29,6 +30,14 @@ func BenchmarkFetchSmall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The same origin with GetObject through the SDK's operation stack, as
+	// before fastget.go.
+	sdko, err := Open(ctx, "s3://b/s.zarr", Options{Endpoint: srv.URL,
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sdko.sdkGet = true
 	httpo, err := remote.New(srv.URL+"/b/s.zarr", remote.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -36,7 +45,7 @@ func BenchmarkFetchSmall(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		o    remote.Origin
-	}{{"s3", s3o}, {"http", httpo}} {
+	}{{"s3", s3o}, {"s3-sdk", sdko}, {"http", httpo}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0

@@ -5,7 +5,11 @@
 // credential chain (environment, AWS_PROFILE and the shared files, web
 // identity, instance metadata), its credential cache (temporary credentials
 // are refreshed before they expire, without a remount) and its SigV4 signer.
-// Nothing here signs by hand.
+// Nothing here signs by hand. GetObject, the hot path, is sent as a plain
+// net/http request built from the same SDK parts (endpoint resolver,
+// credential cache, v4.Signer, retryer) without the SDK's per-operation
+// middleware stack, which cost as much CPU as the rest of a small read
+// (fastget.go).
 //
 // # Versions, ranges, revalidation
 //
@@ -26,6 +30,9 @@
 // keys gives remote.ErrNoManifest and is read like an HTTP origin: from its
 // consolidated metadata, else by listing one directory at a time (List),
 // and a refresh then revalidates metadata documents and chunks one by one.
+// Such a store is taken to stay over the cap for an hour, so a refresh
+// does not list the cap's worth of keys again to learn it: it lists only
+// the groups, one delimited listing each.
 // A store that grows past the cap while mounted keeps its manifest (a
 // refresh lists up to 10 times the cap) so it does not lose its versions.
 // Credentials without list permission give remote.ErrNoManifest and
@@ -64,15 +71,22 @@
 // mount). There is no retry quota that could fail reads under load. Each
 // operation's retries are bounded by remote.Options.RetryDeadline, counted
 // from its start or from the last byte it received; a body that stalls for
-// StallTimeout is cut and resumed.
+// StallTimeout is cut and resumed. An operation that spends its budget
+// without a usable answer marks the origin down (remote.Health, shared
+// with remote.Client's behaviour): operations then fail at once with
+// remote.ErrUnreachable while one probe at a time checks whether it is
+// back. Traffic is counted in remote.Counters, the counters every origin
+// keeps for `zarrfs stats` and /metrics.
 //
 // # GCS
 //
 // gs://bucket/prefix goes to https://storage.googleapis.com with the same
-// requests, unsigned, and "Authorization: Bearer TOKEN" when a token is
-// given (remote.Options.Token, or Options.TokenFile, re-read when it
-// changes so an external refresher can rotate it). Without a token the
-// requests are anonymous (public buckets). Application Default Credentials
-// are not read: that would pull in Google's auth libraries for one token;
-// `gcloud auth print-access-token > FILE` on a timer does the same.
+// requests, unsigned, and "Authorization: Bearer TOKEN" (gcs.go). The token
+// comes from Options.TokenFile (re-read when it changes), else
+// remote.Options.Token, else Google's Application Default Credentials
+// (golang.org/x/oauth2/google: GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+// application_default_credentials.json, the GCE metadata server) with the
+// read-only storage scope, whose tokens are renewed before they expire.
+// Without any of them, or with Options.Anonymous, requests are anonymous
+// (public buckets).
 package s3

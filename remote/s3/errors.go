@@ -82,7 +82,10 @@ func (o *Origin) mapError(ctx context.Context, op, key string, err error) error 
 		}
 		return s
 	}
+	var terr *tokenError
 	switch {
+	case errors.As(err, &terr):
+		return fmt.Errorf("%s: %w: %v; renew the credentials (`gcloud auth application-default login`, or rewrite --token-file)", where, remote.ErrUnauthorized, terr)
 	case status == http.StatusNotModified:
 		return errNotModified
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
@@ -109,7 +112,7 @@ func (o *Origin) mapError(ctx context.Context, op, key string, err error) error 
 		return fmt.Errorf("%s: %w: %s; %s", where, remote.ErrForbidden, detail(), o.permissionHint(op))
 	case status == http.StatusUnauthorized:
 		if o.gcs {
-			return fmt.Errorf("%s: %w: %s; check the token in --token-file (gcloud auth print-access-token) or the bucket's permissions", where, remote.ErrUnauthorized, detail())
+			return fmt.Errorf("%s: %w: %s; %s", where, remote.ErrUnauthorized, detail(), o.gcsAuthHint())
 		}
 		return fmt.Errorf("%s: %w: %s", where, remote.ErrUnauthorized, detail())
 	case status >= 400:
@@ -173,9 +176,9 @@ func (o *Origin) endpointHint() string {
 func (o *Origin) permissionHint(op string) string {
 	switch {
 	case o.gcs && o.anonymous:
-		return "no token was given (--token-file) and the bucket is not public: give an OAuth token (gcloud auth print-access-token > FILE)"
+		return o.gcsAuthHint()
 	case o.gcs:
-		return "the token's account needs storage.objects.get on the bucket (and storage.objects.list to list)"
+		return "the account of the token (from " + o.tokenSource + ") needs storage.objects.get on the bucket (and storage.objects.list to list)"
 	}
 	if o.anonymous {
 		return "the requests are anonymous (--s3-anonymous, or no AWS credentials were found) and the bucket is not public: give credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"

@@ -22,9 +22,22 @@ import (
 // caller must close; stop ends the attempt's context (the body's too).
 func (o *Origin) getObject(ctx context.Context, key string, in *s3.GetObjectInput) (out *s3.GetObjectOutput, stop func(), err error) {
 	actx, cancel := context.WithCancel(ctx)
-	err = o.call(actx, "GET", key, func(opt ...func(*s3.Options)) error {
+	err = o.call(actx, "GET", key, func(ctx context.Context, opt ...func(*s3.Options)) error {
+		if !o.sdkGet {
+			var so s3.Options
+			for _, f := range opt {
+				f(&so)
+			}
+			if br, isBudget := so.Retryer.(*budgetRetryer); isBudget {
+				fout, ok, err := o.getObjectFast(ctx, in, br, so.Region)
+				if ok {
+					out = fout
+					return err
+				}
+			}
+		}
 		var err error
-		out, err = o.client.GetObject(actx, in, opt...)
+		out, err = o.client.GetObject(ctx, in, opt...)
 		return err
 	})
 	if err != nil {
@@ -313,7 +326,7 @@ func (o *Origin) copyBody(ctx context.Context, stop func(), w io.Writer, r io.Re
 			if t.Stop() || !stalled.Load() {
 				return n, &bodyError{rerr}
 			}
-			o.k.stalled.Add(1)
+			o.k.Stalled.Add(1)
 			return n, &bodyError{fmt.Errorf("%w (%s)", errStalled, o.opts.Remote.StallTimeout)}
 		}
 	}
@@ -343,21 +356,31 @@ func (o *Origin) withResume(ctx context.Context, op, key string, attempt func(*b
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%s %s: %w", op, o.url(key), ctx.Err())
 			}
-			o.k.operationFailed(ctx, err)
+			o.operationFailed(ctx, err)
 			return err
 		}
 		if be.err != errStalled && !errors.Is(be.err, errStalled) {
-			o.k.network.Add(1)
+			o.k.Network.Add(1)
 		}
 		if progressed {
 			b.start, wait = time.Now(), 100*time.Millisecond
 		}
 		if time.Since(b.start)+wait > o.opts.Remote.RetryDeadline {
 			err = fmt.Errorf("%s %s: gave up after %d attempts: %w", op, o.url(key), b.attempts, err)
-			o.k.operationFailed(ctx, err)
+			o.operationFailed(ctx, err)
+			if o.health.Down(err) {
+				o.log.Warn("s3: the origin is down: operations fail at once while one probe at a time checks whether it is back",
+					"op", op, "url", o.url(key), "error", err.Error())
+			}
 			return err
 		}
-		o.k.retries.Add(1)
+		if o.health.IsDown() {
+			// Another operation gave up on the origin meanwhile.
+			err = fmt.Errorf("%s %s: %w (the origin is down: last error: %w)", op, o.url(key), remote.ErrUnreachable, err)
+			o.operationFailed(ctx, err)
+			return err
+		}
+		o.k.Retries.Add(1)
 		o.log.Debug("s3: resuming a broken body", "url", o.url(key), "attempt", b.attempts, "error", err.Error())
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,7 @@ package s3
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2/google"
 
 	"github.com/zarrfs/zarrfs/internal/s3test"
 	"github.com/zarrfs/zarrfs/remote"
@@ -63,9 +66,14 @@ func TestGCSBearerToken(t *testing.T) {
 		t.Fatalf("Authorization headers %q, want %q", auths, want)
 	}
 
-	// Without a token: anonymous, no Authorization at all.
+	// Without a token, and no Application Default Credentials (whatever
+	// the machine running the test has): anonymous, no Authorization.
 	auths = nil
 	mu.Unlock()
+	findDefaultCredentials = func(context.Context, ...string) (*google.Credentials, error) {
+		return nil, errors.New("google: could not find default credentials")
+	}
+	t.Cleanup(func() { findDefaultCredentials = google.FindDefaultCredentials })
 	anon, err := Open(ctxT(t), "gs://bkt/s.zarr", Options{Endpoint: srv.URL})
 	if err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func (o *Origin) list(ctx context.Context, what, pfx, delimiter string, page fun
 	}
 	for {
 		var out *s3.ListObjectsV2Output
-		err := o.call(ctx, "LIST", what, func(opt ...func(*s3.Options)) error {
+		err := o.call(ctx, "LIST", what, func(ctx context.Context, opt ...func(*s3.Options)) error {
 			var err error
 			out, err = o.client.ListObjectsV2(ctx, in, opt...)
 			if err != nil && isAccessDenied(err) {
@@ -76,7 +76,7 @@ func (o *Origin) list(ctx context.Context, what, pfx, delimiter string, page fun
 			if errors.Is(err, remote.ErrForbidden) && o.listState.Load() == listDenied {
 				err = fmt.Errorf("%w: %w", remote.ErrNoListing, err)
 			}
-			o.k.operationFailed(ctx, err)
+			o.operationFailed(ctx, err)
 			return err
 		}
 		o.listState.Store(listAllowed)
@@ -96,12 +96,33 @@ var errTooManyKeys = errors.New("too many keys")
 // Manifest lists the whole store (see the package doc for why and the
 // cap). A store over Options.ManifestMaxKeys keys, or credentials that
 // cannot list, give remote.ErrNoManifest.
+//
+// A store found over the cap stays without a manifest for capRecheck: the
+// file system asks for one again at every refresh of a store that has
+// none, and finding out again would list the cap's worth of keys (20 pages
+// by default) each time only to throw them away.
 func (o *Origin) Manifest(ctx context.Context) (*remote.Manifest, error) {
 	if o.opts.ManifestMaxKeys < 0 {
 		return nil, fmt.Errorf("%s: %w (manifests from listings are off)", o.display, remote.ErrNoManifest)
 	}
-	return o.manifest(ctx, "", o.opts.ManifestMaxKeys)
+	if at := o.overCapAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < capRecheck {
+		return nil, fmt.Errorf("%s: %w: more than %d keys (found %s ago; listed again after %s)", o.display, remote.ErrNoManifest,
+			o.opts.ManifestMaxKeys, time.Since(time.Unix(0, at)).Round(time.Second), capRecheck)
+	}
+	m, err := o.manifest(ctx, "", o.opts.ManifestMaxKeys)
+	switch {
+	case errors.Is(err, errTooManyKeys):
+		o.overCapAt.Store(time.Now().UnixNano())
+	case err == nil:
+		o.overCapAt.Store(0)
+	}
+	return m, err
 }
+
+// capRecheck is how long a store found over the manifest cap is taken to
+// still be over it: a store that shrank gets its manifest back at a
+// refresh after at most this long.
+const capRecheck = time.Hour
 
 // RefreshManifest lists again (under prefix, if any) and compares: changed
 // is false when every key, size and ETag is the same. A store that grew
@@ -142,7 +163,7 @@ func (o *Origin) manifest(ctx context.Context, prefix string, limit int) (*remot
 	switch {
 	case errors.Is(err, errTooManyKeys):
 		o.log.Info("s3: the store has more keys than a listing manifest holds; reading it without one", "store", o.display, "max_keys", limit)
-		return nil, fmt.Errorf("%s: %w: more than %d keys", o.display, remote.ErrNoManifest, limit)
+		return nil, fmt.Errorf("%s: %w: more than %d keys: %w", o.display, remote.ErrNoManifest, limit, errTooManyKeys)
 	case errors.Is(err, remote.ErrNoListing):
 		return nil, fmt.Errorf("%w: %w", remote.ErrNoManifest, err)
 	case err != nil:

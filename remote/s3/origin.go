@@ -53,12 +53,14 @@ type Options struct {
 	// Addressing is AddressingAuto, AddressingPath or AddressingVirtual.
 	Addressing string
 	// Anonymous sends unsigned requests (--s3-anonymous): public buckets.
+	// On gs:// it also sends no bearer token, whatever else is configured.
 	Anonymous bool
 	// Credentials, when set, replaces the default credential chain (tests,
 	// embedding programs). It is wrapped in the SDK's credential cache.
 	Credentials aws.CredentialsProvider
 	// TokenFile holds the bearer token for gs:// (--token-file); it is
-	// re-read when it changes. Remote.Token is used when it is empty.
+	// re-read when it changes. Remote.Token is used when it is empty, and
+	// Google's Application Default Credentials when both are.
 	TokenFile string
 	// ManifestMaxKeys caps the keys a listing-built manifest may hold
 	// (default $ZARRFS_S3_MANIFEST_MAX_KEYS, else 20000; negative: never
@@ -82,9 +84,16 @@ type Origin struct {
 	httpc    *countingClient
 	tr       atomic.Pointer[http.Transport] // built by the SDK's client, for Close
 	retryer  aws.RetryerV2
-	k        counters
+	k        remote.Counters
+	// health: once an operation gave up on an origin that did not answer
+	// for a whole retry budget, operations fail at once while one probe at
+	// a time checks whether it is back (remote/health.go).
+	health *remote.Health
 
 	region atomic.Pointer[string] // current region; a redirect may change it
+	// overCapAt (UnixNano): when a listing found the store over
+	// ManifestMaxKeys; 0 when it was not.
+	overCapAt atomic.Int64
 
 	// The 403 rule (doc.go): can these credentials list the store?
 	listState atomic.Int32 // listUnknown, listAllowed, listDenied
@@ -95,6 +104,16 @@ type Origin struct {
 	readProven atomic.Bool
 	probedAt   time.Time // guarded by probeMu
 	anonymous  bool
+
+	// fast sends GetObject without the SDK's stack (fastget.go); sdkGet
+	// turns that off (benchmarks compare the two).
+	fast   *fastGet
+	sdkGet bool
+
+	// gs:// only: bearer returns the token of the next attempt (nil:
+	// anonymous); tokenSource names where it comes from, for messages.
+	bearer      func() (string, error)
+	tokenSource string
 }
 
 const (
@@ -187,6 +206,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		gcs:      scheme == "gs",
 		opts:     opts,
 		log:      log,
+		health:   remote.NewHealth(nil),
 	}
 	if o.gcs && o.endpoint == "" {
 		o.endpoint = GCSEndpoint
@@ -221,7 +241,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	// GCS requests are never SigV4-signed: a bearer token (or nothing) is
 	// added by bearerMiddleware instead.
 	anonymous := opts.Anonymous || o.gcs
-	o.anonymous = opts.Anonymous || (o.gcs && opts.TokenFile == "" && opts.Remote.Token == "")
+	o.anonymous = opts.Anonymous
+	if o.gcs {
+		if err := o.setupGCSAuth(ctx); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case anonymous:
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
@@ -233,7 +258,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 		return nil, fmt.Errorf("%s: load the AWS configuration (AWS_PROFILE, ~/.aws/config): %w", o.display, err)
 	}
 	// Count every attempt the SDK sends, after the SDK added any CA bundle.
-	o.httpc = &countingClient{next: cfg.HTTPClient, k: &o.k}
+	o.httpc = &countingClient{next: cfg.HTTPClient, k: &o.k, health: o.health, log: log}
 	cfg.HTTPClient = o.httpc
 	if !anonymous && opts.Credentials == nil {
 		// No credentials anywhere is legal: a public bucket. Say so, once.
@@ -278,6 +303,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 			so.APIOptions = append(so.APIOptions, o.bearerMiddleware)
 		}
 	})
+	signWith := cfg.Credentials
+	if signWith == nil || aws.IsCredentialsProvider(signWith, aws.AnonymousCredentials{}) {
+		signWith = nil // unsigned: anonymous, or GCS's bearer tokens
+	}
+	o.fast = newFastGet(o.client, signWith)
 	return o, nil
 }
 
@@ -370,19 +400,54 @@ func (o *Origin) url(key string) string { return o.display + key }
 
 // opFns are the per-operation options: the retry budget and the region.
 func (o *Origin) opFns() []func(*s3.Options) {
-	deadline := time.Now().Add(o.opts.Remote.RetryDeadline)
+	return o.opFnsWith(o.newBudget())
+}
+
+func (o *Origin) newBudget() *budgetRetryer {
+	return &budgetRetryer{RetryerV2: o.retryer, deadline: time.Now().Add(o.opts.Remote.RetryDeadline), k: &o.k, health: o.health}
+}
+
+func (o *Origin) opFnsWith(br *budgetRetryer) []func(*s3.Options) {
 	region := o.Region()
 	return []func(*s3.Options){func(so *s3.Options) {
-		so.Retryer = &budgetRetryer{RetryerV2: o.retryer, deadline: deadline, k: &o.k}
+		so.Retryer = br
 		so.Region = region
 	}}
 }
 
 // call runs one SDK operation; a redirect to the bucket's region is followed
-// once (on AWS), and the error is mapped to remote's sentinels.
-func (o *Origin) call(ctx context.Context, op, key string, fn func(opt ...func(*s3.Options)) error) error {
+// once (on AWS), and the error is mapped to remote's sentinels. The
+// origin's health is asked first, as remote.Client does: while the origin
+// is down the operation fails at once unless it is the one probe let
+// through, which gets one attempt and at most remote.ProbeStallMax to get
+// an answer. An operation that spent its whole retry budget without a
+// usable answer marks the origin down.
+func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.Context, opt ...func(*s3.Options)) error) error {
+	probe, err := o.health.Admit()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, o.url(key), err)
+	}
+	if probe {
+		o.log.Debug("s3: probing the origin", "op", op, "url", o.url(key))
+		defer o.health.ProbeDone()
+	}
 	for attempt := 0; ; attempt++ {
-		err := fn(o.opFns()...)
+		br := o.newBudget()
+		actx, stop := ctx, func() {}
+		if probe {
+			// The context stays with a GET's body: it is cancelled only
+			// when no answer came in time (or with ctx).
+			pctx, cancel := context.WithCancel(ctx)
+			t := time.AfterFunc(remote.ProbeStallMax, cancel)
+			actx, stop = pctx, func() {
+				t.Stop()
+				if op != "GET" {
+					cancel() // a listing was read whole
+				}
+			}
+		}
+		err := fn(actx, o.opFnsWith(br)...)
+		stop()
 		if err == nil {
 			return nil
 		}
@@ -394,6 +459,11 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(opt ...func(*
 		if op == "GET" && isAccessDenied(err) && o.listDeniedProbe(ctx) && o.readProvenProbe(ctx) {
 			return o.readAsMissing(op, key)
 		}
-		return o.mapError(ctx, op, key, err)
+		mapped := o.mapError(ctx, op, key, err)
+		if br.spent.Load() && ctx.Err() == nil && o.health.Down(mapped) {
+			o.log.Warn("s3: the origin is down: operations fail at once while one probe at a time checks whether it is back",
+				"op", op, "url", o.url(key), "error", mapped.Error())
+		}
+		return mapped
 	}
 }
