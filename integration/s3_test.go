@@ -70,6 +70,7 @@ func s3URL(serve, store string) string {
 // or directory listings for the zarr-python fixture, which has none), and
 // checks the files byte for byte and the arrays with zarr-python / zarrita.
 func TestS3MountMatchesStore(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	srv := s3Fixtures(t)
 	for _, mode := range []string{"manifest", "no-manifest"} {
 		for _, fx := range fixtureStores {
@@ -121,6 +122,7 @@ func TestS3MountMatchesStore(t *testing.T) {
 // TestS3MountErrors: a wrong secret and a missing bucket fail the mount with
 // one line that names the fix.
 func TestS3MountErrors(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	fx := fixtureStores[1]
 	srv := s3Fixtures(t, fx.name)
 	for _, tc := range []struct {
@@ -161,14 +163,22 @@ func TestS3MountErrors(t *testing.T) {
 }
 
 // TestS3FourMounts: four mounts of one store, each with its own cache, read
-// it at the same time and all see exactly the fixture's bytes.
+// it at the same time and all see exactly the fixture's bytes. The store is
+// the v3 one (shards read by ranges); two mounts list it into a manifest,
+// two go without one. (TestS3MountMatchesStore reads the 7,389-file store;
+// four times that under -race took minutes of CI and proved nothing more.)
 func TestS3FourMounts(t *testing.T) {
-	fx := fixtureStores[0] // the largest: 7389 files, no consolidated metadata
+	t.Parallel() // see parallelTests in main_test.go
+	fx := fixtureStores[2]
 	srv := s3Fixtures(t, fx.name)
 	want := filepath.Join(fixturesDir, fx.serve, fx.store)
 	var mounts []*mounted
-	for range 4 {
-		mounts = append(mounts, mountEnv(t, s3Env(s3test.RootAccess, s3test.RootSecret), s3URL(fx.serve, fx.store), "--s3-endpoint", srv.Endpoint))
+	for i := range 4 {
+		var extra []string
+		if i%2 == 1 {
+			extra = append(extra, "ZARRFS_S3_MANIFEST_MAX_KEYS=-1")
+		}
+		mounts = append(mounts, mountEnv(t, s3Env(s3test.RootAccess, s3test.RootSecret, extra...), s3URL(fx.serve, fx.store), "--s3-endpoint", srv.Endpoint))
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -194,6 +204,7 @@ func TestS3FourMounts(t *testing.T) {
 // mounted they rotate to a new key pair and the old pair is deleted once
 // it expired; reads go on working without a remount.
 func TestS3CredentialRotation(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	srv := s3Fixtures(t, fixtureStores[1].name)
 	srv.CreateUser(t, "rot1", "rot1-secret-aaaaaaaaaaaa")
 	srv.CreateUser(t, "rot2", "rot2-secret-bbbbbbbbbbbb")
