@@ -25,6 +25,7 @@ import (
 	"github.com/zarrfs/zarrfs/internal/sharedload"
 	"github.com/zarrfs/zarrfs/readahead"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/blocks"
 	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
@@ -103,6 +104,11 @@ type FS struct {
 	filesMu sync.Mutex
 	files   map[string]*File
 
+	// staleVersions holds "key\x00version" of objects found changed on
+	// the origin (noteChanged): a manifest naming that version is out of
+	// date for the key, which is then looked up on the origin itself.
+	staleVersions *lru.Cache[string, struct{}]
+
 	refreshMu   sync.Mutex  // one refresh at a time; see refresh.go
 	invalidator Invalidator // set once serving starts
 	lastMu      sync.Mutex
@@ -153,6 +159,9 @@ func New(st *store.Store, origin Origin, c Cache, opts Options) *FS {
 		docLoads:     sharedload.New[[]byte](life),
 		dirs:         map[string]*Dir{},
 		files:        map[string]*File{},
+		// Bounded like the memory of missing shards; a forgotten one
+		// costs one more ESTALE.
+		staleVersions: must(lru.New[string, struct{}](missingShards)),
 	}
 	f.view.Store(&view{Store: st})
 	f.ranged = newRangedObjects(life, c, origin, opts.Logger)
@@ -477,12 +486,32 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 	case kind == zarr.EntryDir && (m == nil || m.IsDir(key)):
 		return f.dirNode(key, func() *Dir { return &Dir{fs: f, path: key, arrPath: arr.Path, rel: comps, inChunk: true} }), nil
 	case kind == zarr.EntryChunk && m != nil:
-		if size, version, ok := m.Lookup(key); ok {
-			f.planner.ObserveSize(arr, size)
-			return asNode(f.fileNode(v, key, func() (*File, error) {
-				return &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}, nil
-			}))
+		size, version, ok := m.Lookup(key)
+		if !ok {
+			break
 		}
+		f.planner.ObserveSize(arr, size)
+		return asNode(f.fileNode(v, key, func() (*File, error) {
+			if f.staleVersion(key, version) {
+				// The object changed on the origin after this manifest:
+				// ask the origin for its size and version until a
+				// refresh brings a manifest that has them.
+				learn := f.ranged.learnPlain
+				if blocks.ShardIndexSize(arr.Array) > 0 && !arr.Array.Shard.IndexAtStart {
+					learn = func(ctx context.Context, key string) (*blocks.Table, bool, error) {
+						return f.ranged.learn(ctx, arr.Array, key)
+					}
+				}
+				// When the origin cannot say, the manifest's version stays:
+				// reads of it fail with ESTALE until a refresh.
+				if t, ok, err := learn(ctx, key); ok {
+					size, version = t.Size, t.Version
+				} else if err != nil {
+					f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", key, "err", err)
+				}
+			}
+			return &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}, nil
+		}))
 	case kind == zarr.EntryChunk:
 		return asNode(f.fileNode(v, key, func() (*File, error) {
 			// A shard: one suffix request learns its size and version and
