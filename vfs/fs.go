@@ -492,25 +492,11 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 		}
 		f.planner.ObserveSize(arr, size)
 		return asNode(f.fileNode(v, key, func() (*File, error) {
+			c := &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}
 			if f.staleVersion(key, version) {
-				// The object changed on the origin after this manifest:
-				// ask the origin for its size and version until a
-				// refresh brings a manifest that has them.
-				learn := f.ranged.learnPlain
-				if blocks.ShardIndexSize(arr.Array) > 0 && !arr.Array.Shard.IndexAtStart {
-					learn = func(ctx context.Context, key string) (*blocks.Table, bool, error) {
-						return f.ranged.learn(ctx, arr.Array, key)
-					}
-				}
-				// When the origin cannot say, the manifest's version stays:
-				// reads of it fail with ESTALE until a refresh.
-				if t, ok, err := learn(ctx, key); ok {
-					size, version = t.Size, t.Version
-				} else if err != nil {
-					f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", key, "err", err)
-				}
+				f.relearn(ctx, arr.Array, c)
 			}
-			return &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}, nil
+			return c, nil
 		}))
 	case kind == zarr.EntryChunk:
 		return asNode(f.fileNode(v, key, func() (*File, error) {
@@ -533,6 +519,43 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 		}))
 	}
 	return nil, notExist(key)
+}
+
+// relearn sets the size and version of c, whose object changed on the
+// origin after the manifest that gave them, from the origin itself, until
+// a refresh brings a manifest that has them. When the origin cannot say,
+// c keeps the manifest's: reads of it fail with ESTALE until a refresh.
+func (f *FS) relearn(ctx context.Context, arr *zarr.Array, c *File) {
+	var t *blocks.Table
+	var ok bool
+	var err error
+	if blocks.ShardIndexSize(arr) > 0 && !arr.Shard.IndexAtStart {
+		t, ok, err = f.ranged.learn(ctx, arr, c.key)
+	} else {
+		t, ok, err = f.ranged.learnPlain(ctx, c.key)
+	}
+	switch {
+	case ok:
+		c.size, c.version = t.Size, t.Version
+	case err == nil && f.ranged.unsupported.Load():
+		// The origin ignores ranges: the object is read whole, and the
+		// fetch says its size and version. The fetch that found the
+		// change replaced the old version's entry, so a cached entry is
+		// the new version unless it says otherwise.
+		r, err := f.cache.Open(ctx, c.key)
+		if err != nil {
+			f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", c.key, "err", err)
+			return
+		}
+		if r.Version() == c.version {
+			_ = r.Close()
+			return
+		}
+		c.size, c.version, c.first = r.Size(), r.Version(), r
+		time.AfterFunc(firstReaderTTL, c.dropFirst)
+	case err != nil:
+		f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", c.key, "err", err)
+	}
 }
 
 // listChunks lists the chunk files and chunk directories under rel that the

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,34 +31,49 @@ import (
 	"github.com/zarrfs/zarrfs/vfs/store"
 )
 
-// staticETagOrigin serves dir like nginx: strong ETags (a content hash),
-// ranges, no manifest. noRanges makes it answer every request whole.
-func staticETagOrigin(dir string, noRanges bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
-		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(key)))
-		if err != nil {
-			http.NotFound(w, r)
-			return
-		}
+// switchOrigin serves dir like nginx: strong ETags (a content hash),
+// ranges, no manifest. Tests switch it to misbehave: noRanges answers
+// every request whole (ignoring Range and If-Match, as simple servers and
+// some proxies do), noETag sends no ETag.
+type switchOrigin struct {
+	dir              string
+	noRanges, noETag atomic.Bool
+}
+
+func (o *switchOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
+	data, err := os.ReadFile(filepath.Join(o.dir, filepath.FromSlash(key)))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	if !o.noETag.Load() {
 		sum := sha256.Sum256(data)
 		w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:8])+`"`)
-		if noRanges {
-			r.Header.Del("Range")
-		}
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
-	})
+	}
+	if o.noRanges.Load() {
+		r.Header.Del("Range")
+		r.Header.Del("If-Match")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 }
 
 // coreFixture is an FS over a directory served by handler, through a real
 // client and cache, without the FUSE adapter or a planner.
 type coreFixture struct {
-	dir   string
-	cache *cache.Cache
-	fs    *FS
+	dir      string
+	cacheDir string
+	cache    *cache.Cache
+	fs       *FS
 }
 
 func newCoreFixture(t *testing.T, dir string, handler http.Handler) *coreFixture {
+	t.Helper()
+	return newCoreFixtureBudget(t, dir, handler, 1<<30)
+}
+
+// newCoreFixtureBudget is newCoreFixture with a cache of maxBytes.
+func newCoreFixtureBudget(t *testing.T, dir string, handler http.Handler, maxBytes int64) *coreFixture {
 	t.Helper()
 	hs := httptest.NewServer(handler)
 	t.Cleanup(hs.Close)
@@ -69,14 +86,15 @@ func newCoreFixture(t *testing.T, dir string, handler http.Handler) *coreFixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.New(cache.Options{Dir: t.TempDir(), MaxBytes: 1 << 30, Namespace: hs.URL}, OriginSource{Origin: client})
+	cacheDir := t.TempDir()
+	c, err := cache.New(cache.Options{Dir: cacheDir, MaxBytes: maxBytes, Namespace: hs.URL}, OriginSource{Origin: client})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	f := New(st, client, c, Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Hour})
 	t.Cleanup(f.Close)
-	return &coreFixture{dir: dir, cache: c, fs: f}
+	return &coreFixture{dir: dir, cacheDir: cacheDir, cache: c, fs: f}
 }
 
 // lookup resolves a slash-separated path to its File, as the kernel does.
@@ -128,6 +146,33 @@ func readAll(h Handle, size int64) ([]byte, error) {
 	return out, nil
 }
 
+// shardStoreDir holds storetest.GenShardStore's store, written once for the
+// package's tests (it takes seconds under -race); TestMain removes it.
+var (
+	shardStoreOnce sync.Once
+	shardStoreDir  string
+	shardStoreErr  error
+)
+
+// shardStore returns a copy of GenShardStore's store of the test's own.
+func shardStore(t *testing.T) string {
+	t.Helper()
+	shardStoreOnce.Do(func() {
+		if shardStoreDir, shardStoreErr = os.MkdirTemp("", "vfs-shards-"); shardStoreErr != nil {
+			return
+		}
+		shardStoreErr = os.CopyFS(shardStoreDir, os.DirFS(storetest.GenShardStore(t)))
+	})
+	if shardStoreErr != nil {
+		t.Fatal(shardStoreErr)
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := os.CopyFS(dir, os.DirFS(shardStoreDir)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // writeShard writes a shard of GenShardStore's array with inner chunks from
 // seed, leaving the inner chunks in empty unstored.
 func writeShard(t *testing.T, p string, seed uint64, empty ...int) []byte {
@@ -143,8 +188,8 @@ func writeShard(t *testing.T, p string, seed uint64, empty ...int) []byte {
 			continue
 		}
 		chunk := make([]byte, storetest.InnerChunkBytes)
-		for k := range chunk {
-			chunk[k] = byte(rng.UintN(256))
+		for k := 0; k < len(chunk); k += 8 {
+			binary.LittleEndian.PutUint64(chunk[k:], rng.Uint64())
 		}
 		binary.LittleEndian.PutUint64(index[16*i:], uint64(len(data)))
 		binary.LittleEndian.PutUint64(index[16*i+8:], uint64(len(chunk)))
@@ -195,8 +240,8 @@ type changedObject struct {
 func TestObjectChangedUnderTheMount(t *testing.T) {
 	for _, backend := range []string{"static", "serve"} {
 		t.Run(backend, func(t *testing.T) {
-			dir := storetest.GenShardStore(t)
-			var h http.Handler = staticETagOrigin(dir, false)
+			dir := shardStore(t)
+			var h http.Handler = &switchOrigin{dir: dir}
 			if backend == "serve" {
 				srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
 				if err != nil {

@@ -1,0 +1,247 @@
+package vfs
+
+// Tests of the read path's checks against an origin or a cache that does
+// not deliver what the block table says: each fails with its check removed.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/zarrfs/zarrfs/internal/storetest"
+	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/remote/serve"
+	"github.com/zarrfs/zarrfs/vfs/blocks"
+	"github.com/zarrfs/zarrfs/zarr"
+)
+
+// readRange reads [at, at+n) of h in one ReadAt.
+func readRange(h Handle, at, n int64) ([]byte, error) {
+	b := make([]byte, n)
+	m, err := h.ReadAt(context.Background(), b, at)
+	return b[:m], err
+}
+
+// TestShortBlockReadFails: a block whose cache file was truncated under an
+// open handle (by something outside zarrfs: the entry was verified when
+// opened) makes the read fail, rather than return a buffer with a hole in
+// it.
+func TestShortBlockReadFails(t *testing.T) {
+	dir := shardStore(t)
+	x := newCoreFixture(t, dir, &switchOrigin{dir: dir})
+	data, err := os.ReadFile(filepath.Join(dir, "big", "c", "0", "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := x.open(t, x.lookup(t, "big/c/0/0"))
+	r := storetest.InnerChunkRanges(t, data)[9]
+	if b, err := readRange(h, r.Offset, r.Length); err != nil || !bytes.Equal(b, data[r.Offset:r.Offset+r.Length]) {
+		t.Fatalf("inner chunk 9: %v", err)
+	}
+	// The handle keeps the block's reader open; its file loses its second half.
+	var truncated int
+	err = filepath.WalkDir(filepath.Join(x.cacheDir, "entries"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		truncated++
+		return os.Truncate(p, fi.Size()/2)
+	})
+	if err != nil || truncated == 0 {
+		t.Fatalf("truncating the cache's entries: %v (%d files)", err, truncated)
+	}
+	b, err := readRange(h, r.Offset, r.Length)
+	if err == nil {
+		t.Fatalf("reading a block whose cache file was truncated: %d bytes (equal to the origin's: %v), no error", len(b), bytes.Equal(b, data[r.Offset:r.Offset+r.Length]))
+	}
+	if len(b) != 0 {
+		t.Errorf("a failed read returned %d bytes", len(b))
+	}
+}
+
+// TestReadWholeRefusesAnotherObject: a shard opened by blocks whose origin
+// turns out to ignore ranges is read whole, at the handle's version. When
+// the whole object the origin sends is not that version (another size and
+// no ETag, or another ETag), the read fails with ErrStale rather than
+// serve its bytes at the offsets of the handle's table.
+func TestReadWholeRefusesAnotherObject(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		noETag bool
+		empty  []int // inner chunks left out of the new shard: another size
+	}{
+		{"another size, no ETag", true, []int{3}},
+		{"same size, another ETag", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := shardStore(t)
+			o := &switchOrigin{dir: dir}
+			x := newCoreFixture(t, dir, o)
+			p := filepath.Join(dir, "big", "c", "0", "0")
+			old, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ranges := storetest.InnerChunkRanges(t, old)
+			h := x.open(t, x.lookup(t, "big/c/0/0"))
+			r := ranges[9]
+			if b, err := readRange(h, r.Offset, r.Length); err != nil || !bytes.Equal(b, old[r.Offset:r.Offset+r.Length]) {
+				t.Fatalf("inner chunk 9: %v", err)
+			}
+
+			newShard := writeShard(t, p, 7, tc.empty...)
+			if (len(newShard) != len(old)) != (len(tc.empty) > 0) {
+				t.Fatalf("new shard of %d bytes, old %d", len(newShard), len(old))
+			}
+			o.noRanges.Store(true)
+			o.noETag.Store(tc.noETag)
+
+			r = ranges[10] // another block
+			b, err := readRange(h, r.Offset, r.Length)
+			if !errors.Is(err, ErrStale) {
+				t.Errorf("read after the change, from an origin that ignores ranges: %d bytes (the new version's: %v), err %v; want ErrStale",
+					len(b), bytes.Equal(b, newShard[r.Offset:min(int64(len(newShard)), r.Offset+r.Length)]), err)
+			}
+			if !x.fs.RangedStats().Unsupported {
+				t.Error("ranged reads were not turned off: the test did not reach the whole read")
+			}
+		})
+	}
+}
+
+// noRangesHandler passes requests to h without Range and If-Match: an
+// origin behind a proxy that ignores both.
+func noRangesHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Range")
+		r.Header.Del("If-Match")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// TestWholeOpenRefusesAnotherVersion: a chunk whose version the manifest
+// gives, read whole (the origin ignores ranges) and too big for the cache
+// to keep, is fetched again by each open. Once the origin holds another
+// version of the same size, an open fails with ErrStale instead of serving
+// the new bytes under the File of the old: the kernel may hold pages of
+// the old version for that inode, and would mix them with the new.
+func TestWholeOpenRefusesAnotherVersion(t *testing.T) {
+	dir := shardStore(t)
+	srv, err := serve.New(serve.Config{Dir: dir, NoAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	x := newCoreFixtureBudget(t, dir, noRangesHandler(srv), 1<<20)
+	p := filepath.Join(dir, "plain", "c", "0")
+	old, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := x.lookup(t, "plain/c/0")
+	if f.Version() == "" {
+		t.Fatal("no version from the manifest")
+	}
+	h1 := x.open(t, f)
+	if b, err := readRange(h1, 0, 128<<10); err != nil || !bytes.Equal(b, old[:128<<10]) {
+		t.Fatalf("first read: %v", err)
+	}
+	if !x.fs.RangedStats().Unsupported {
+		t.Fatal("ranged reads were not turned off")
+	}
+
+	newPlain := bytes.Clone(old)
+	for i := range newPlain {
+		newPlain[i] ^= 0x5a
+	}
+	rewriteInPlace(t, p, newPlain)
+
+	h2, err := f.Open(context.Background())
+	if err == nil {
+		b, rerr := readRange(h2, 128<<10, 128<<10)
+		_ = h2.Release()
+		t.Fatalf("open of the File of the old version after the change: a handle reading %d bytes (the new version's: %v, err %v); want ErrStale",
+			len(b), bytes.Equal(b, newPlain[128<<10:256<<10]), rerr)
+	}
+	if !errors.Is(err, ErrStale) {
+		t.Fatalf("open after the change: %v, want ErrStale", err)
+	}
+	// The next lookup gives the new version, read whole.
+	nf := x.lookup(t, "plain/c/0")
+	if nf == f || nf.Version() == f.Version() {
+		t.Fatalf("lookup after the change: the same File or version (%s)", nf.Version())
+	}
+	if b, err := readAll(x.open(t, nf), nf.Size()); err != nil || !bytes.Equal(b, newPlain) {
+		t.Fatalf("read of the new version: %d bytes, %v", len(b), err)
+	}
+}
+
+// suffixOrigin answers suffix requests with a fixed piece and body.
+type suffixOrigin struct {
+	storetest.DirOrigin
+	piece remote.Piece
+	body  []byte
+}
+
+func (o *suffixOrigin) FetchSuffix(ctx context.Context, key, version string, n int64, w io.Writer) (remote.Piece, error) {
+	_, err := w.Write(o.body)
+	return o.piece, err
+}
+
+// TestLearnRejectsUnusablePiece: a suffix request that cannot tell a
+// shard's version, or whose bytes are not the shard's end, teaches nothing:
+// the shard is then read whole (ok false), never by a table of the wrong
+// bytes or of no version.
+func TestLearnRejectsUnusablePiece(t *testing.T) {
+	_, arr, err := zarr.ParseV3Node(storetest.MustJSON(t, storetest.ShardArrayMeta()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idxLen := blocks.ShardIndexSize(arr)
+	size := 16*int64(storetest.InnerChunkBytes) + idxLen
+	n := idxLen + blocks.PageSize
+	end := remote.Piece{Offset: size - n, Length: n, Total: size, ETag: `"v"`}
+	for _, tc := range []struct {
+		name  string
+		piece remote.Piece
+		body  int64
+		ok    bool
+	}{
+		{"the end of the shard", end, n, true},
+		{"no ETag", remote.Piece{Offset: size - n, Length: n, Total: size}, n, false},
+		{"smaller than its index", remote.Piece{Offset: 0, Length: idxLen - 16, Total: idxLen - 16, ETag: `"v"`}, idxLen - 16, false},
+		{"not the end", remote.Piece{Offset: 0, Length: n, Total: size, ETag: `"v"`}, n, false},
+		{"body shorter than the piece", end, n - 100, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			o := &suffixOrigin{piece: tc.piece, body: make([]byte, tc.body)}
+			r := newRangedObjects(ctx, nil, o, slog.New(slog.DiscardHandler))
+			t.Cleanup(func() {
+				cancel()
+				r.close()
+			})
+			tb, ok, err := r.learn(ctx, arr, "big/c/0/0")
+			if err != nil || ok != tc.ok {
+				t.Fatalf("learn: ok %v, err %v; want ok %v", ok, err, tc.ok)
+			}
+			if _, learned := r.learned.Peek("big/c/0/0"); learned != tc.ok {
+				t.Errorf("remembered: %v, want %v", learned, tc.ok)
+			}
+			if ok && (tb.Size != size || tb.Version != `"v"`) {
+				t.Errorf("table of %d bytes at version %s", tb.Size, tb.Version)
+			}
+		})
+	}
+}
