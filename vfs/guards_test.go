@@ -245,3 +245,38 @@ func TestLearnRejectsUnusablePiece(t *testing.T) {
 		})
 	}
 }
+
+// TestLearnPlainRejectsUnusablePiece: the one-byte suffix request that
+// finds the size and version of an object a manifest is out of date for
+// teaches nothing when it cannot tell the version or the size. A File of
+// no version would be read with Open, which takes any cached entry: the
+// old version's too.
+func TestLearnPlainRejectsUnusablePiece(t *testing.T) {
+	const size = 1000
+	for _, tc := range []struct {
+		name  string
+		piece remote.Piece
+		ok    bool
+	}{
+		{"the last byte", remote.Piece{Offset: size - 1, Length: 1, Total: size, ETag: `"v"`}, true},
+		{"no ETag", remote.Piece{Offset: size - 1, Length: 1, Total: size}, false},
+		{"not the end", remote.Piece{Offset: 0, Length: 1, Total: size, ETag: `"v"`}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			o := &suffixOrigin{piece: tc.piece, body: []byte{1}}
+			r := newRangedObjects(ctx, nil, o, slog.New(slog.DiscardHandler))
+			t.Cleanup(func() {
+				cancel()
+				r.close()
+			})
+			tb, ok, err := r.learnPlain(ctx, "plain/c/0")
+			if err != nil || ok != tc.ok {
+				t.Fatalf("learnPlain: ok %v, err %v; want ok %v", ok, err, tc.ok)
+			}
+			if ok && (tb.Size != size || tb.Version != `"v"`) {
+				t.Errorf("learned %d bytes at version %s", tb.Size, tb.Version)
+			}
+		})
+	}
+}
