@@ -13,12 +13,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/remote"
 	"github.com/zarrfs/zarrfs/remote/serve"
 	"github.com/zarrfs/zarrfs/vfs/blocks"
+	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -46,21 +49,7 @@ func TestShortBlockReadFails(t *testing.T) {
 		t.Fatalf("inner chunk 9: %v", err)
 	}
 	// The handle keeps the block's reader open; its file loses its second half.
-	var truncated int
-	err = filepath.WalkDir(filepath.Join(x.cacheDir, "entries"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		truncated++
-		return os.Truncate(p, fi.Size()/2)
-	})
-	if err != nil || truncated == 0 {
-		t.Fatalf("truncating the cache's entries: %v (%d files)", err, truncated)
-	}
+	x.truncateEntries(t)
 	b, err := readRange(h, r.Offset, r.Length)
 	if err == nil {
 		t.Fatalf("reading a block whose cache file was truncated: %d bytes (equal to the origin's: %v), no error", len(b), bytes.Equal(b, data[r.Offset:r.Offset+r.Length]))
@@ -278,5 +267,188 @@ func TestLearnPlainRejectsUnusablePiece(t *testing.T) {
 				t.Errorf("learned %d bytes at version %s", tb.Size, tb.Version)
 			}
 		})
+	}
+}
+
+// truncateEntries halves every entry file of the fixture's cache, as
+// something outside zarrfs might; it returns how many it truncated.
+func (x *coreFixture) truncateEntries(t *testing.T) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(x.cacheDir, "entries"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n++
+		return os.Truncate(p, fi.Size()/2)
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("truncating the cache's entries: %v (%d files)", err, n)
+	}
+}
+
+// TestShortWholeReadFails: a chunk read whole whose cache file was
+// truncated under the open handle makes the read fail, rather than answer
+// a short read, which the kernel takes for the end of the file.
+func TestShortWholeReadFails(t *testing.T) {
+	dir := shardStore(t)
+	x := newCoreFixture(t, dir, &switchOrigin{dir: dir})
+	data, err := os.ReadFile(filepath.Join(dir, "plain", "c", "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := x.open(t, x.lookup(t, "plain/c/0")) // no version (static origin): read whole
+	if ReadsByBlocks(h) {
+		t.Fatal("the plain chunk of a static origin is read by blocks")
+	}
+	if b, err := readRange(h, 0, 128<<10); err != nil || !bytes.Equal(b, data[:128<<10]) {
+		t.Fatalf("first read: %v", err)
+	}
+	x.truncateEntries(t)
+	at := int64(len(data)) * 3 / 4
+	if b, err := readRange(h, at, 128<<10); err == nil {
+		t.Fatalf("read past the truncation of the cache file: %d bytes, no error", len(b))
+	}
+}
+
+// TestWholeOpenRefusesAnotherSize: a chunk of no known version (a static
+// origin) that changed size on the origin is revalidated by the next open
+// after the store was marked stale; that open fails with ErrStale, since
+// the kernel holds the old size, and the next lookup has the new size.
+func TestWholeOpenRefusesAnotherSize(t *testing.T) {
+	dir := shardStore(t)
+	x := newCoreFixture(t, dir, &switchOrigin{dir: dir})
+	p := filepath.Join(dir, "plain", "c", "0")
+	old, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := x.lookup(t, "plain/c/0")
+	h := x.open(t, f)
+	if b, err := readAll(h, f.Size()); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("first read: %v", err)
+	}
+	longer := append(bytes.Clone(old), "more"...)
+	rewriteInPlace(t, p, longer)
+	x.cache.MarkStale() // what a refresh that saw the store change does
+
+	if h2, err := f.Open(context.Background()); !errors.Is(err, ErrStale) {
+		var n int64
+		if h2 != nil {
+			b, _ := readAll(h2, int64(len(longer)))
+			n = int64(len(b))
+			_ = h2.Release()
+		}
+		t.Fatalf("open after the object changed size: err %v (a handle reading %d bytes); want ErrStale", err, n)
+	}
+	nf := x.lookup(t, "plain/c/0")
+	if b, err := readAll(x.open(t, nf), nf.Size()); nf.Size() != int64(len(longer)) || err != nil || !bytes.Equal(b, longer) {
+		t.Fatalf("after the change: size %d, read %d bytes (%v); want the new %d", nf.Size(), len(b), err, len(longer))
+	}
+}
+
+// TestReadAfterReleasePinsNothing: a read that overlaps the handle's
+// release (the kernel may send both at once) fails with ErrHandleClosed
+// and leaves no cache entry pinned, by blocks and read whole.
+func TestReadAfterReleasePinsNothing(t *testing.T) {
+	for _, whole := range []bool{false, true} {
+		t.Run(map[bool]string{false: "by blocks", true: "whole (origin ignores ranges)"}[whole], func(t *testing.T) {
+			dir := shardStore(t)
+			o := &switchOrigin{dir: dir}
+			x := newCoreFixture(t, dir, o)
+			f := x.lookup(t, "big/c/0/0")
+			h, err := f.Open(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.noRanges.Store(whole)
+			if err := h.Release(); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := readRange(h, 0, 4096); !errors.Is(err, ErrHandleClosed) {
+				t.Errorf("read after release: %d bytes, err %v; want ErrHandleClosed", len(b), err)
+			}
+			if whole && !x.fs.RangedStats().Unsupported {
+				t.Error("the read did not find that the origin ignores ranges")
+			}
+			if n := x.cache.Stats().Pinned; n != 0 {
+				t.Errorf("%d cache entries pinned after the handle was released", n)
+			}
+		})
+	}
+}
+
+// TestDocumentReadPastTheEnd: a read of a metadata document past its end
+// reads nothing, as a read past the end of any file does.
+func TestDocumentReadPastTheEnd(t *testing.T) {
+	dir := shardStore(t)
+	x := newCoreFixture(t, dir, &switchOrigin{dir: dir})
+	f := x.lookup(t, "big/zarr.json")
+	h := x.open(t, f)
+	if b, err := readRange(h, f.Size()+10, 100); len(b) != 0 || err != nil {
+		t.Fatalf("read past the end of a document: %d bytes, %v", len(b), err)
+	}
+}
+
+// listOrigin is a static origin with directory listings, for listing tests.
+type listOrigin struct{ storetest.DirOrigin }
+
+func (o *listOrigin) FetchSuffix(ctx context.Context, key, version string, n int64, w io.Writer) (remote.Piece, error) {
+	return remote.Piece{}, remote.ErrRangesUnsupported
+}
+
+// TestRemovedChunkDirectoryListsEmpty: a chunk directory the origin no
+// longer has (zarr deletes chunks equal to the fill value, and with them a
+// directory that empties) lists nothing; only an origin failing to answer
+// is served the last listing.
+func TestRemovedChunkDirectoryListsEmpty(t *testing.T) {
+	dir := t.TempDir()
+	zarray := `{"zarr_format": 2, "shape": [2, 2], "chunks": [1, 1], "dtype": "|u1", "compressor": null, "fill_value": 0, "order": "C", "filters": null, "dimension_separator": "/"}`
+	storetest.WriteReplacing(t, filepath.Join(dir, ".zgroup"), `{"zarr_format": 2}`)
+	storetest.WriteReplacing(t, filepath.Join(dir, "a", ".zarray"), zarray)
+	for _, k := range []string{"0/0", "0/1", "1/0", "1/1"} {
+		storetest.WriteReplacing(t, filepath.Join(dir, "a", filepath.FromSlash(k)), "x")
+	}
+	o := &listOrigin{storetest.DirOrigin{Root: dir, Listing: true}}
+	st, err := store.Discover(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(st, o, nil, Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Millisecond})
+	t.Cleanup(f.Close)
+	lookupDir := func(p string) *Dir {
+		var n Node = f.Root()
+		for _, name := range strings.Split(p, "/") {
+			if n, err = n.(*Dir).Lookup(context.Background(), name); err != nil {
+				t.Fatalf("lookup %s: %v", p, err)
+			}
+		}
+		return n.(*Dir)
+	}
+	row := lookupDir("a/1")
+	names := func() []string {
+		entries, err := row.ReadDir(context.Background())
+		if err != nil {
+			t.Fatalf("list a/1: %v", err)
+		}
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name)
+		}
+		return out
+	}
+	if got := names(); len(got) != 2 {
+		t.Fatalf("a/1 lists %v, want 0 and 1", got)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // past the listing's validity
+	if got := names(); len(got) != 0 {
+		t.Errorf("a/1, removed on the origin, lists %v", got)
 	}
 }
