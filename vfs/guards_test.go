@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,13 +180,43 @@ func TestWholeOpenRefusesAnotherVersion(t *testing.T) {
 // suffixOrigin answers suffix requests with a fixed piece and body.
 type suffixOrigin struct {
 	storetest.DirOrigin
-	piece remote.Piece
-	body  []byte
+	piece    remote.Piece
+	body     []byte
+	requests atomic.Int64
 }
 
 func (o *suffixOrigin) FetchSuffix(ctx context.Context, key, version string, n int64, w io.Writer) (remote.Piece, error) {
+	o.requests.Add(1)
 	_, err := w.Write(o.body)
 	return o.piece, err
+}
+
+// TestLearnSkipsIndexAtStart: a shard whose index is at its start cannot
+// have its size learned from its end: no request is made, it is read whole.
+func TestLearnSkipsIndexAtStart(t *testing.T) {
+	meta := storetest.ShardArrayMeta()
+	codec := meta["codecs"].([]any)[0].(map[string]any)["configuration"].(map[string]any)
+	codec["index_location"] = "start"
+	_, arr, err := zarr.ParseV3Node(storetest.MustJSON(t, meta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !arr.Shard.IndexAtStart {
+		t.Fatal("the index is not at the start")
+	}
+	idxLen := blocks.ShardIndexSize(arr)
+	size := 16*int64(storetest.InnerChunkBytes) + idxLen
+	n := idxLen + blocks.PageSize
+	ctx, cancel := context.WithCancel(context.Background())
+	o := &suffixOrigin{piece: remote.Piece{Offset: size - n, Length: n, Total: size, ETag: `"v"`}, body: make([]byte, n)}
+	r := newRangedObjects(ctx, nil, o, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() {
+		cancel()
+		r.close()
+	})
+	if _, ok, err := r.learn(ctx, arr, "big/c/0/0"); ok || err != nil || o.requests.Load() != 0 {
+		t.Fatalf("learn of a shard with its index at the start: ok %v, err %v, %d requests; want not ok and no request", ok, err, o.requests.Load())
+	}
 }
 
 // TestLearnRejectsUnusablePiece: a suffix request that cannot tell a
@@ -212,6 +243,8 @@ func TestLearnRejectsUnusablePiece(t *testing.T) {
 		{"smaller than its index", remote.Piece{Offset: 0, Length: idxLen - 16, Total: idxLen - 16, ETag: `"v"`}, idxLen - 16, false},
 		{"not the end", remote.Piece{Offset: 0, Length: n, Total: size, ETag: `"v"`}, n, false},
 		{"body shorter than the piece", end, n - 100, false},
+		// The origin sent less than the index asked for, correctly labelled.
+		{"suffix shorter than asked", remote.Piece{Offset: size - idxLen + 8, Length: idxLen - 8, Total: size, ETag: `"v"`}, idxLen - 8, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
