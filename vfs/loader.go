@@ -326,6 +326,7 @@ func (f *FS) noteChanged(c *File, err error) error {
 	if !c.changed.Swap(true) {
 		f.log.Warn("object changed on the origin; the next open reads the new version", "key", c.key, "version", c.version, "err", err)
 	}
+	c.dropFirst() // its opens are refused: the lookup's reader is of no use
 	f.ranged.forgetVersion(c.key, c.version)
 	if c.version != "" {
 		f.staleVersions.Add(c.key+"\x00"+c.version, struct{}{})
