@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestRevalidateSkipsAnEntryNoLongerIndexed: a revalidation runs on its own
@@ -156,5 +157,61 @@ func TestRangeSourceSendingTooMuchIsStopped(t *testing.T) {
 	}
 	if n := src.accepted.Load(); n > 1000 {
 		t.Errorf("the cache took %d bytes of a 1,000-byte range", n)
+	}
+}
+
+// TestDropCorruptSparesAReplacement: an Open that found its entry damaged
+// after verifying it outside the lock drops that entry only if it is still
+// the one indexed: a newer version fetched meanwhile under the same id
+// stays, with its file.
+func TestDropCorruptSparesAReplacement(t *testing.T) {
+	src := newMemSource()
+	data := src.put("a", 1000)
+	// Not closed at the end if the drop never returns: Close would wait
+	// for the lock it holds.
+	c, err := New(Options{Dir: t.TempDir(), MaxBytes: 100_000, Namespace: testNamespace}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openAndRead(t, c, "a", data)
+	id, _ := entryIDOf(c.nsHash, "a", span{})
+	c.mu.Lock()
+	old := c.index[id]
+	c.mu.Unlock()
+
+	data = src.put("a", 2000) // a new version, fetched by an OpenVersion
+	r, err := c.OpenVersion(context.Background(), "a", src.versionOf("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	calls := src.callsFor("a")
+
+	dropped := make(chan struct{})
+	go func() {
+		defer close(dropped)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.dropCorruptLocked(old, errors.New("test: the old entry's file is damaged"))
+	}()
+	select {
+	case <-dropped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dropping the replaced entry did not return within 10s")
+	}
+	defer c.Close()
+	r, err = c.OpenVersion(context.Background(), "a", src.versionOf("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := readAll(t, r); !bytes.Equal(got, data) {
+		t.Fatal("wrong data")
+	}
+	if n := src.callsFor("a"); n != calls {
+		t.Errorf("the new version was fetched again (%d requests, want %d): dropping the old entry dropped it", n, calls)
+	}
+	if s := c.Stats(); s.CorruptEntries != 0 {
+		t.Errorf("%d corrupt entries counted for an entry already replaced", s.CorruptEntries)
 	}
 }
