@@ -76,8 +76,13 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 		n, err = r.file.f.ReadAt(p, r.dataOff+off)
 		if n < len(p) {
 			// The entry was verified when opened: only something outside
-			// zarrfs truncating it can cause this.
-			err = fmt.Errorf("read cache file %s: %d of %d bytes at %d: %w", r.file.f.Name(), n, len(p), off, errors.Join(err, io.ErrUnexpectedEOF))
+			// zarrfs truncating it can cause this. Not io.EOF, which
+			// callers take for the end of the object: its end is r.size.
+			cause := io.ErrUnexpectedEOF
+			if err != nil && !errors.Is(err, io.EOF) {
+				cause = errors.Join(err, io.ErrUnexpectedEOF)
+			}
+			err = fmt.Errorf("read cache file %s: %d of %d bytes at %d: %w", r.file.f.Name(), n, len(p), off, cause)
 		}
 	} else {
 		n = copy(p, r.mem[off:])

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zarrfs/zarrfs/cache"
+	"github.com/zarrfs/zarrfs/remote"
 	"github.com/zarrfs/zarrfs/zarr"
 )
 
@@ -34,6 +36,12 @@ type File struct {
 	// Dropped after firstReaderTTL so it pins nothing for long.
 	firstMu sync.Mutex
 	first   *cache.Reader
+
+	// changed is set once the origin was found to hold another version of
+	// the object (noteChanged): the File is out of date for good, and its
+	// opens fail with ErrStale, which makes the kernel look the name up
+	// again and open the File of the new version.
+	changed atomic.Bool
 }
 
 // Handle is one open of a File. Reads past the end are short, not errors.
@@ -91,6 +99,11 @@ func (c *File) Open(ctx context.Context) (Handle, error) {
 		return docHandle(c.doc), nil
 	}
 	f := c.fs
+	if c.changed.Load() {
+		// Linux retries an open that fails with ESTALE once, revalidating
+		// the name: the lookup then gives the File of the new version.
+		return nil, fmt.Errorf("%s: version %s: %w", c.key, c.version, ErrStale)
+	}
 	r := c.takeFirst()
 	if r == nil {
 		// Opened again (a later epoch): a step of the reader the planner
@@ -119,12 +132,14 @@ func (c *File) Open(ctx context.Context) (Handle, error) {
 			return nil, err
 		}
 	}
-	if r.Size() != c.size {
-		// The object changed on the origin since lookup; the kernel still
-		// believes the old size. Refuse rather than hand out a mix.
+	if r.Size() != c.size || (c.version != "" && r.Version() != "" && r.Version() != c.version) {
+		// The object changed on the origin since lookup: the kernel holds
+		// the old size, and may hold pages of the old version for this
+		// inode. Refuse rather than hand out a mix; the next open gets
+		// the new version under a new inode.
 		_ = r.Close()
-		f.log.Warn("object changed size on the origin since lookup", "key", c.key, "was", c.size, "now", r.Size())
-		return nil, fmt.Errorf("%s: %d bytes, was %d: %w", c.key, r.Size(), c.size, ErrStale)
+		return nil, f.noteChanged(c, fmt.Errorf("%s: %d bytes of version %s, was %d bytes of version %s: %w",
+			c.key, r.Size(), r.Version(), c.size, c.version, remote.ErrChanged))
 	}
 	return &wholeHandle{r: r}, nil
 }
@@ -141,10 +156,10 @@ func (c *File) openRanged(ctx context.Context, arr *zarr.Array) (Handle, error) 
 	case r.noteUnsupported(err):
 		return nil, nil
 	case err != nil:
-		return nil, c.fs.staleIfChanged(c.key, err)
+		return nil, c.fs.staleIfChanged(c, err)
 	}
 	r.stats.objects.Add(1)
-	return &rangedHandle{fs: c.fs, key: c.key, t: t, last: -2}, nil
+	return &rangedHandle{fs: c.fs, file: c, key: c.key, t: t, last: -2}, nil
 }
 
 // docHandle reads a metadata document from memory.

@@ -25,6 +25,7 @@ import (
 	"github.com/zarrfs/zarrfs/internal/sharedload"
 	"github.com/zarrfs/zarrfs/readahead"
 	"github.com/zarrfs/zarrfs/remote"
+	"github.com/zarrfs/zarrfs/vfs/blocks"
 	"github.com/zarrfs/zarrfs/vfs/store"
 	"github.com/zarrfs/zarrfs/zarr"
 )
@@ -103,6 +104,11 @@ type FS struct {
 	filesMu sync.Mutex
 	files   map[string]*File
 
+	// staleVersions holds "key\x00version" of objects found changed on
+	// the origin (noteChanged): a manifest naming that version is out of
+	// date for the key, which is then looked up on the origin itself.
+	staleVersions *lru.Cache[string, struct{}]
+
 	refreshMu   sync.Mutex  // one refresh at a time; see refresh.go
 	invalidator Invalidator // set once serving starts
 	lastMu      sync.Mutex
@@ -153,6 +159,9 @@ func New(st *store.Store, origin Origin, c Cache, opts Options) *FS {
 		docLoads:     sharedload.New[[]byte](life),
 		dirs:         map[string]*Dir{},
 		files:        map[string]*File{},
+		// Bounded like the memory of missing shards; a forgotten one
+		// costs one more ESTALE.
+		staleVersions: must(lru.New[string, struct{}](missingShards)),
 	}
 	f.view.Store(&view{Store: st})
 	f.ranged = newRangedObjects(life, c, origin, opts.Logger)
@@ -477,12 +486,18 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 	case kind == zarr.EntryDir && (m == nil || m.IsDir(key)):
 		return f.dirNode(key, func() *Dir { return &Dir{fs: f, path: key, arrPath: arr.Path, rel: comps, inChunk: true} }), nil
 	case kind == zarr.EntryChunk && m != nil:
-		if size, version, ok := m.Lookup(key); ok {
-			f.planner.ObserveSize(arr, size)
-			return asNode(f.fileNode(v, key, func() (*File, error) {
-				return &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}, nil
-			}))
+		size, version, ok := m.Lookup(key)
+		if !ok {
+			break
 		}
+		f.planner.ObserveSize(arr, size)
+		return asNode(f.fileNode(v, key, func() (*File, error) {
+			c := &File{fs: f, key: key, size: size, version: version, arrPath: arr.Path, coords: coords}
+			if f.staleVersion(key, version) {
+				f.relearn(ctx, arr.Array, c)
+			}
+			return c, nil
+		}))
 	case kind == zarr.EntryChunk:
 		return asNode(f.fileNode(v, key, func() (*File, error) {
 			// A shard: one suffix request learns its size and version and
@@ -504,6 +519,43 @@ func lookupInArray(ctx context.Context, f *FS, v *view, arr *zarr.Node, rel []st
 		}))
 	}
 	return nil, notExist(key)
+}
+
+// relearn sets the size and version of c, whose object changed on the
+// origin after the manifest that gave them, from the origin itself, until
+// a refresh brings a manifest that has them. When the origin cannot say,
+// c keeps the manifest's: reads of it fail with ESTALE until a refresh.
+func (f *FS) relearn(ctx context.Context, arr *zarr.Array, c *File) {
+	var t *blocks.Table
+	var ok bool
+	var err error
+	if blocks.ShardIndexSize(arr) > 0 && !arr.Shard.IndexAtStart {
+		t, ok, err = f.ranged.learn(ctx, arr, c.key)
+	} else {
+		t, ok, err = f.ranged.learnPlain(ctx, c.key)
+	}
+	switch {
+	case ok:
+		c.size, c.version = t.Size, t.Version
+	case err == nil && f.ranged.unsupported.Load():
+		// The origin ignores ranges: the object is read whole, and the
+		// fetch says its size and version. The fetch that found the
+		// change replaced the old version's entry, so a cached entry is
+		// the new version unless it says otherwise.
+		r, err := f.cache.Open(ctx, c.key)
+		if err != nil {
+			f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", c.key, "err", err)
+			return
+		}
+		if r.Version() == c.version {
+			_ = r.Close()
+			return
+		}
+		c.size, c.version, c.first = r.Size(), r.Version(), r
+		time.AfterFunc(firstReaderTTL, c.dropFirst)
+	case err != nil:
+		f.log.Debug("cannot learn the version of a changed object; keeping the manifest's", "key", c.key, "err", err)
+	}
 }
 
 // listChunks lists the chunk files and chunk directories under rel that the

@@ -266,13 +266,84 @@ func (r *rangedObjects) learn(ctx context.Context, arr *zarr.Array, key string) 
 	return t, t != nil && err == nil, err
 }
 
-// staleIfChanged wraps a block read failure in ErrStale when the object
-// changed on the origin since its version was learned (the kernel holds
-// the old size).
-func (f *FS) staleIfChanged(key string, err error) error {
+// forgetVersion drops what was learned about key at version, which the
+// origin no longer has: its block table, and the size and version learned
+// without a manifest, so the next lookup asks the origin again.
+func (r *rangedObjects) forgetVersion(key, version string) {
+	r.tables.Remove(key + "\x00" + version)
+	if t, ok := r.learned.Peek(key); ok && t.Version == version {
+		r.learned.Remove(key)
+	}
+}
+
+// learnPlain finds the size and version of an object the manifest is out
+// of date for, with a one-byte suffix request; ok is false when the origin
+// cannot say (no strong ETag, no ranges).
+func (r *rangedObjects) learnPlain(ctx context.Context, key string) (t *blocks.Table, ok bool, err error) {
+	if r.unsupported.Load() {
+		return nil, false, nil
+	}
+	if t, ok := r.learned.Get(key); ok {
+		return t, true, nil
+	}
+	t, err = r.loads.Do(ctx, "plain\x00"+key, func(life context.Context) (*blocks.Table, error) {
+		p, err := r.origin.FetchSuffix(life, key, "", 1, io.Discard)
+		if err != nil {
+			if r.noteUnsupported(err) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		if p.ETag == "" || p.Offset+p.Length != p.Total {
+			return nil, nil
+		}
+		t := blocks.FixedTable(p.ETag, p.Total, blocks.PlainBlockBytes)
+		r.learned.Add(key, t)
+		return t, nil
+	})
+	return t, t != nil && err == nil, err
+}
+
+// staleIfChanged turns a read failure that says the object changed on the
+// origin (remote.ErrChanged) into noteChanged's ErrStale.
+func (f *FS) staleIfChanged(c *File, err error) error {
 	if errors.Is(err, remote.ErrChanged) {
-		f.log.Warn("object changed on the origin while being read; reopen it after the next refresh", "key", key, "err", err)
-		return fmt.Errorf("%w: %w", ErrStale, err)
+		return f.noteChanged(c, err)
 	}
 	return err
+}
+
+// noteChanged is told that the origin no longer holds c's version of its
+// object (err says how that was found). It forgets that version and what
+// was derived from it (the block table, the learned size and version, the
+// File the kernel is handed on lookup), so that the next lookup learns the
+// new version from the origin (or from a manifest that has it) and the
+// kernel gets a new inode, whose size and pages are the new version's:
+// data of two versions never meet in one inode. Handles open on c keep
+// their version: blocks already cached are served, the others fail. It
+// returns err wrapped in ErrStale for the read or open that found it.
+func (f *FS) noteChanged(c *File, err error) error {
+	if !c.changed.Swap(true) {
+		f.log.Warn("object changed on the origin; the next open reads the new version", "key", c.key, "version", c.version, "err", err)
+	}
+	c.dropFirst() // its opens are refused: the lookup's reader is of no use
+	f.ranged.forgetVersion(c.key, c.version)
+	if c.version != "" {
+		f.staleVersions.Add(c.key+"\x00"+c.version, struct{}{})
+	}
+	f.filesMu.Lock()
+	if n, ok := f.files[c.key]; ok && n.version == c.version {
+		// Another File of the same version (made after a refresh) is just
+		// as out of date.
+		n.changed.Store(true)
+		delete(f.files, c.key)
+	}
+	f.filesMu.Unlock()
+	return fmt.Errorf("%w: %w", ErrStale, err)
+}
+
+// staleVersion says whether version of key is known to be gone from the
+// origin although the manifest still names it.
+func (f *FS) staleVersion(key, version string) bool {
+	return version != "" && f.staleVersions.Contains(key+"\x00"+version)
 }

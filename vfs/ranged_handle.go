@@ -25,9 +25,10 @@ const (
 
 // rangedHandle is one open of an object read by blocks.
 type rangedHandle struct {
-	fs  *FS
-	key string
-	t   *blocks.Table
+	fs   *FS
+	file *File // the File opened, told when the object turns out changed
+	key  string
+	t    *blocks.Table
 
 	mu     sync.Mutex
 	open   []*openBlock // most recently used last; at most handleReaders
@@ -125,7 +126,7 @@ func (h *rangedHandle) ReadAt(ctx context.Context, buf []byte, at int64) (int, e
 			return h.readWhole(ctx, buf, at)
 		}
 		if err != nil {
-			return 0, h.fs.staleIfChanged(h.key, err)
+			return 0, h.fs.staleIfChanged(h.file, err)
 		}
 		m, err := ob.r.ReadAt(buf[n:n+want], off-f.Off)
 		h.releaseBlock(ob)
@@ -133,7 +134,7 @@ func (h *rangedHandle) ReadAt(ctx context.Context, buf []byte, at int64) (int, e
 			if err == nil || errors.Is(err, io.EOF) {
 				err = fmt.Errorf("block [%d, +%d) ended after %d bytes", f.Off, f.N, off-f.Off+int64(m))
 			}
-			return 0, h.fs.staleIfChanged(h.key, err)
+			return 0, h.fs.staleIfChanged(h.file, err)
 		}
 		n += m
 		off = stop
@@ -155,9 +156,11 @@ func (h *rangedHandle) readWhole(ctx context.Context, buf []byte, off int64) (in
 		if r, err = h.fs.cache.OpenVersion(ctx, h.key, h.t.Version); err != nil {
 			return 0, err
 		}
-		if r.Size() != h.t.Size {
+		if r.Size() != h.t.Size || (r.Version() != "" && r.Version() != h.t.Version) {
+			// Blocks of the handle's version may have been served already.
 			_ = r.Close()
-			return 0, h.fs.staleIfChanged(h.key, fmt.Errorf("%w: %d bytes, was %d", remote.ErrChanged, r.Size(), h.t.Size))
+			return 0, h.fs.noteChanged(h.file, fmt.Errorf("%s: %d bytes of version %s, was %d bytes of version %s: %w",
+				h.key, r.Size(), r.Version(), h.t.Size, h.t.Version, remote.ErrChanged))
 		}
 		h.mu.Lock()
 		if h.whole != nil || h.closed {
