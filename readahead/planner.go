@@ -293,13 +293,25 @@ type target struct {
 	at []int64
 }
 
+// wholeTargets are the targets of plan that predict whole slabs.
+func wholeTargets(plan []target) []target {
+	var out []target
+	for _, t := range plan {
+		if t.at == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // stream is one run of slab accesses.
 type stream struct {
 	last   int64
-	stride int64 // 0 while only one access is known
-	window int64 // slabs fetched ahead
-	issued int64 // furthest slab asked for, in the stride's direction
-	used   int64 // group visit of its last hit, for LRU replacement
+	stride int64   // 0 while only one access is known
+	window int64   // slabs fetched ahead
+	issued int64   // furthest slab asked for, in the stride's direction
+	used   int64   // group visit of its last hit, for LRU replacement
+	at     []int64 // coordinates past the leading axis of the read that made its last step
 }
 
 // New returns the planner of a mount of store whose cache holds budget
@@ -396,7 +408,7 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 		p.mu.Unlock()
 		return
 	}
-	plan, reqs, startFill, cancelFill := p.visitLocked(g, s, a, coords)
+	plan, runPlan, reqs, startFill, cancelFill := p.visitLocked(g, s, a, coords)
 	var fillArrays []*arrayInfo
 	if startFill {
 		fillArrays = g.activeArrays()
@@ -410,7 +422,7 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	// active array.
 	p.askSlab(plan, s, cache.PriorityUrgent, key)
 	for _, r := range reqs {
-		p.askSlab(plan, r.slab, r.class, "")
+		p.askSlab(runPlan, r.slab, r.class, "")
 	}
 	if startFill {
 		p.startFill(g, fillArrays)
@@ -484,10 +496,10 @@ func (g *lockGroup) isActive(a *arrayInfo) bool {
 
 // visitLocked takes a step of the reader to slab s, by a read of the chunk
 // at coords of a: it learns from the slab that leaves the recent ones,
-// updates the streams and says what to ask for of each slab (plan), which
-// slabs to ask for ahead, and whether to start or cancel the background
-// fill.
-func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan []target, reqs []slabReq, startFill bool, cancelFill FeedHandle) {
+// updates the streams and says what to ask for of this slab (plan) and of
+// each slab ahead (runPlan), which slabs to ask for ahead, and whether to
+// start or cancel the background fill.
+func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan, runPlan []target, reqs []slabReq, startFill bool, cancelFill FeedHandle) {
 	i := g.visits % recentSlabs
 	g.seen[i].fold(g.arrays) // g.recent[i] leaves the recent slabs
 	g.recent[i] = s
@@ -525,8 +537,17 @@ func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int6
 		}
 		g.addStream(st)
 	}
+	// A run of a reader that reads little of a slab predicts the chunk it
+	// read only while it reads the same one slab after slab (a strip): the
+	// accidental runs of a random reader would ask for chunks at coordinates
+	// it does not come back to. A new stream counts as the same.
+	runPlan = plan
+	if st.at != nil && !slices.Equal(st.at, coords[1:]) {
+		runPlan = wholeTargets(plan)
+	}
+	st.at = append(st.at[:0], coords[1:]...)
 	if st.stride != 0 {
-		reqs = p.runAhead(g, st, plan)
+		reqs = p.runAhead(g, st, runPlan)
 		p.stats.Narrowed += narrowed * int64(len(reqs))
 	}
 
@@ -546,7 +567,7 @@ func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int6
 			p.stats.FillsTooLarge++
 		}
 	}
-	return plan, reqs, startFill, cancelFill
+	return plan, runPlan, reqs, startFill, cancelFill
 }
 
 // match finds the stream that predicted slab s and advances it.
