@@ -171,6 +171,40 @@ func TestPlannerCoverage(t *testing.T) {
 			}
 		},
 	}, {
+		// Eight readers of whole slabs, in shuffled order, one chunk each in
+		// turn (workers of a DataLoader): more slabs in flight than the
+		// recent ones, so each read is a new visit that sees one chunk. Once
+		// the first slabs are read (the first rounds look like random
+		// single chunks), their slabs are asked for whole.
+		name: "interleaved whole slabs",
+		steps: func() []covStep {
+			const readers = 8
+			var steps []covStep
+			next := 0
+			slab := make([]int, readers)
+			col := make([]int64, readers)
+			for i := range slab {
+				slab[i], next = perm[next], next+1
+			}
+			for next < 48 {
+				for r := range slab {
+					steps = append(steps, covStep{ck("whole/a", int64(slab[r]), col[r])})
+					if col[r]++; col[r] == covCols {
+						slab[r], col[r], next = perm[next], 0, next+1
+					}
+				}
+			}
+			return steps
+		},
+		check: func(t *testing.T, i int, step covStep, a asks, askedAt func(string) int) {
+			if i < 4*8 || strings.HasSuffix(step[0], ".0") {
+				return // the first slabs; the first chunk of a slab, its reader asks for it
+			}
+			if j := askedAt(step[0]); j < 0 || j > i {
+				t.Errorf("step %d: %s read but not asked for before", i, step[0])
+			}
+		},
+	}, {
 		// A strip (column 5) read slab after slab: the run asks for the
 		// strip's next chunks, not for whole slabs.
 		name: "strip read sequentially",

@@ -22,8 +22,10 @@ package readahead
 //     halves the window of the most recent one. Up to maxStreams streams per
 //     group, so interleaved readers each keep theirs.
 //   - Coverage. Per array, the planner learns how much of a slab a reader
-//     reads per visit (distinct chunks read while the slab is among the
-//     recent ones, a moving average over the visits that left them). Where
+//     reads per visit (distinct chunks read of the slab, folded into a
+//     moving average when it leaves the recent ones; when a slab comes back
+//     while still counted, readers take turns in slabs, and the average is
+//     corrected by what they read since). Where
 //     that is under a quarter of a slab of several chunks (random single
 //     chunks, a strip of tiles), lockstep and run predictions ask only for
 //     the chunk at the coordinates the reader read along the other axes,
@@ -68,6 +70,12 @@ const (
 	// now": an access to one of them (another array of the same slab) is not
 	// a new step of the reader.
 	recentSlabs = 4
+	// trackSlabs is how many slabs per group coverage keeps counting the
+	// chunks of, the least recently read dropped first: more than the recent
+	// ones, so that the slabs of several readers reading in turn (workers of
+	// a DataLoader) keep their counts while they come and go from the recent
+	// ones. At least 2*recentSlabs, so a recent slab is never dropped.
+	trackSlabs = 16
 	// inactiveAfter: an array of a group not read during this many slab
 	// visits is left out of lockstep predictions and fills.
 	inactiveAfter = 4
@@ -229,9 +237,9 @@ func (a *arrayInfo) chunkKey(coords []int64) string {
 type lockGroup struct {
 	arrays  []*arrayInfo
 	nslabs  int64
-	visits  int64                 // distinct-slab accesses so far
-	recent  [recentSlabs]int64    // last distinct slabs, most recent at visits%recentSlabs
-	seen    [recentSlabs]slabSeen // what was read of each recent slab
+	visits  int64              // distinct-slab accesses so far
+	recent  [recentSlabs]int64 // last distinct slabs, most recent at visits%recentSlabs
+	track   []*slabSeen        // what was read of the last slabs read, least recent first
 	streams []*stream
 	hits    int64
 	misses  int64
@@ -239,11 +247,53 @@ type lockGroup struct {
 	filled  bool       // a fill ran (or was refused as too large): not again
 }
 
-// slabSeen is what readers read of one recent slab: per array (by idx),
-// the positions of the chunks looked up or opened and how many there are.
+// slabSeen is what readers read of one slab: per array (by idx), the
+// positions of the chunks looked up or opened, how many there are, and the
+// part of the slab already folded into the array's coverage (-1: none).
 type slabSeen struct {
-	bits [][]uint64
-	n    []int64
+	slab   int64
+	bits   [][]uint64
+	n      []int64
+	folded []float64
+}
+
+// trackLocked returns what was read of slab s, counting it from now if it
+// was not counted, and makes it the most recent.
+func (g *lockGroup) trackLocked(s int64) *slabSeen {
+	for i, e := range g.track {
+		if e.slab == s {
+			copy(g.track[i:], g.track[i+1:])
+			g.track[len(g.track)-1] = e
+			return e
+		}
+	}
+	var e *slabSeen
+	if len(g.track) < trackSlabs {
+		e = &slabSeen{}
+		g.track = append(g.track, e)
+	} else {
+		// Reuse the least recent: its visits were folded when it left the
+		// recent slabs.
+		e = g.track[0]
+		copy(g.track, g.track[1:])
+		g.track[len(g.track)-1] = e
+		for i := range e.n {
+			e.n[i], e.folded[i] = 0, -1
+			clear(e.bits[i])
+		}
+	}
+	e.slab = s
+	return e
+}
+
+// findTrack returns what was read of slab s, or nil if it is not counted.
+func (g *lockGroup) findTrack(s int64) *slabSeen {
+	for _, e := range g.track {
+		if e.slab == s {
+			return e
+		}
+	}
+	return nil
 }
 
 // mark notes a read of the chunk at coords of a.
@@ -251,9 +301,10 @@ func (e *slabSeen) mark(a *arrayInfo, coords []int64) {
 	if a.perSlab <= 1 {
 		return
 	}
-	if len(e.bits) <= a.idx {
-		e.bits = append(e.bits, make([][]uint64, a.idx+1-len(e.bits))...)
-		e.n = append(e.n, make([]int64, a.idx+1-len(e.n))...)
+	for len(e.bits) <= a.idx {
+		e.bits = append(e.bits, nil)
+		e.n = append(e.n, 0)
+		e.folded = append(e.folded, -1)
 	}
 	if e.bits[a.idx] == nil {
 		e.bits[a.idx] = make([]uint64, (a.span()+63)/64)
@@ -266,8 +317,10 @@ func (e *slabSeen) mark(a *arrayInfo, coords []int64) {
 	}
 }
 
-// fold adds a visit that left the recent slabs to the coverage of the
-// arrays read in it, and empties e for the next slab.
+// fold adds what was read of a slab that leaves the recent slabs to the
+// coverage of the arrays read in it. A slab folded before (readers came
+// back to it) corrects its share of the average by what was read since,
+// rather than counting as a visit of its own.
 func (e *slabSeen) fold(arrays []*arrayInfo) {
 	for i, n := range e.n {
 		if n == 0 {
@@ -275,14 +328,17 @@ func (e *slabSeen) fold(arrays []*arrayInfo) {
 		}
 		a := arrays[i]
 		part := float64(n) / float64(a.span())
-		if a.covers == 0 {
+		switch {
+		case e.folded[i] >= 0:
+			a.cover = min(1, max(0, a.cover+coverWeight*(part-e.folded[i])))
+		case a.covers == 0:
 			a.cover = part
-		} else {
+			a.covers++
+		default:
 			a.cover += coverWeight * (part - a.cover)
+			a.covers++
 		}
-		a.covers++
-		e.n[i] = 0
-		clear(e.bits[i])
+		e.folded[i] = part
 	}
 }
 
@@ -403,8 +459,8 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	g := a.group
 	s := coords[0]
 	a.lastVisit = g.visits
-	if i := g.recentSlot(s); i >= 0 {
-		g.seen[i].mark(a, coords)
+	if g.isRecent(s) {
+		g.trackLocked(s).mark(a, coords)
 		p.mu.Unlock()
 		return
 	}
@@ -467,14 +523,13 @@ func (p *Planner) ObserveSize(arr *zarr.Node, size int64) {
 	p.mu.Unlock()
 }
 
-// recentSlot is the index of slab s in g.recent, or -1 if s is not recent.
-func (g *lockGroup) recentSlot(s int64) int {
+func (g *lockGroup) isRecent(s int64) bool {
 	for i := int64(0); i < min(g.visits, recentSlabs); i++ {
-		if j := (g.visits - 1 - i) % recentSlabs; g.recent[j] == s {
-			return int(j)
+		if g.recent[(g.visits-1-i)%recentSlabs] == s {
+			return true
 		}
 	}
-	return -1
+	return false
 }
 
 // activeArrays are the arrays of g read lately. At the first slab the
@@ -501,9 +556,13 @@ func (g *lockGroup) isActive(a *arrayInfo) bool {
 // start or cancel the background fill.
 func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan, runPlan []target, reqs []slabReq, startFill bool, cancelFill FeedHandle) {
 	i := g.visits % recentSlabs
-	g.seen[i].fold(g.arrays) // g.recent[i] leaves the recent slabs
+	if g.visits >= recentSlabs {
+		if e := g.findTrack(g.recent[i]); e != nil {
+			e.fold(g.arrays) // g.recent[i] leaves the recent slabs
+		}
+	}
 	g.recent[i] = s
-	g.seen[i].mark(a, coords)
+	g.trackLocked(s).mark(a, coords)
 	g.visits++
 	a.lastVisit = g.visits
 	plan, narrowed := p.planLocked(g, a, coords)
