@@ -22,16 +22,17 @@ package readahead
 //     halves the window of the most recent one. Up to maxStreams streams per
 //     group, so interleaved readers each keep theirs.
 //   - Coverage. Per array, the planner learns how much of a slab a reader
-//     reads per visit (distinct chunks read of the slab, folded into a
-//     moving average when it leaves the recent ones; when a slab comes back
-//     while still counted, readers take turns in slabs, and the average is
-//     corrected by what they read since). Where
-//     that is under a quarter of a slab of several chunks (random single
-//     chunks, a strip of tiles), lockstep and run predictions ask only for
-//     the chunk at the coordinates the reader read along the other axes,
-//     not for the whole slab: whole-slab guesses nobody reads would take
-//     request slots and link from the readers' own misses. Until a visit has
-//     been learnt, whole slabs, so that an xarray time step is not slowed.
+//     reads per visit: the distinct chunks read of a slab, folded into a
+//     moving average when the slab leaves the recent ones (a slab readers
+//     come back to while it is still counted, as readers taking turns do,
+//     corrects its share instead of counting as another visit). Under a
+//     quarter of a slab of several chunks (random single chunks, a strip of
+//     tiles), a lockstep prediction asks only for the chunk at the
+//     coordinates read along the other axes, and a run for that chunk of the
+//     slabs ahead while the reader keeps to it (a strip): whole-slab guesses
+//     nobody reads would take request slots and link from the readers' own
+//     misses. Until a visit is learnt, whole slabs, so that the first reads
+//     of an xarray time step are not slowed.
 //   - Shuffled epochs. When an access continues no stream and the arrays
 //     being read fit the cache, the rest of them is fetched in the
 //     background (a cache Feed), so the epoch is bounded by the link rather
