@@ -21,6 +21,18 @@ package readahead
 //     confirmed step, up to a byte budget; an access no stream predicted
 //     halves the window of the most recent one. Up to maxStreams streams per
 //     group, so interleaved readers each keep theirs.
+//   - Coverage. Per array, the planner learns how much of a slab a reader
+//     reads per visit: the distinct chunks read of a slab, folded into a
+//     moving average when the slab leaves the recent ones (a slab readers
+//     come back to while it is still counted, as readers taking turns do,
+//     corrects its share instead of counting as another visit). Under a
+//     quarter of a slab of several chunks (random single chunks, a strip of
+//     tiles), a lockstep prediction asks only for the chunk at the
+//     coordinates read along the other axes, and a run for that chunk of the
+//     slabs ahead while the reader keeps to it (a strip): whole-slab guesses
+//     nobody reads would take request slots and link from the readers' own
+//     misses. Until a visit is learnt, whole slabs, so that the first reads
+//     of an xarray time step are not slowed.
 //   - Shuffled epochs. When an access continues no stream and the arrays
 //     being read fit the cache, the rest of them is fetched in the
 //     background (a cache Feed), so the epoch is bounded by the link rather
@@ -36,6 +48,7 @@ package readahead
 import (
 	"log/slog"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,11 +71,23 @@ const (
 	// now": an access to one of them (another array of the same slab) is not
 	// a new step of the reader.
 	recentSlabs = 4
+	// trackSlabs is how many slabs per group coverage keeps counting the
+	// chunks of, the least recently read dropped first: more than the recent
+	// ones, so that the slabs of several readers reading in turn (workers of
+	// a DataLoader) keep their counts while they come and go from the recent
+	// ones. At least 2*recentSlabs, so a recent slab is never dropped.
+	trackSlabs = 16
 	// inactiveAfter: an array of a group not read during this many slab
 	// visits is left out of lockstep predictions and fills.
 	inactiveAfter = 4
-	// maxChunksPerSlab bounds the chunks one slab prediction asks for.
+	// maxChunksPerSlab bounds the chunks one slab prediction asks for, and
+	// the positions coverage tells apart in a slab.
 	maxChunksPerSlab = 4096
+	// narrowCover: an array whose readers read less than this part of a
+	// slab per visit gets predictions of the chunks they read, not slabs.
+	narrowCover = 0.25
+	// coverWeight is the weight of a new visit in the coverage average.
+	coverWeight = 0.25
 	// fillShare is the part of the cache budget the arrays of a shuffled
 	// group may take for a background fill.
 	fillShare = 0.9
@@ -136,14 +161,20 @@ type Stats struct {
 	FillsStarted     int64 `json:"fills_started"`     // background fills of shuffled groups
 	FillsCancelled   int64 `json:"fills_cancelled"`   // fills stopped because runs explained the order
 	FillsTooLarge    int64 `json:"fills_too_large"`   // shuffled groups larger than the cache: predictions only
+	Narrowed         int64 `json:"narrowed"`          // slab predictions cut to the chunk read, as readers read little of a slab
 }
 
 // arrayInfo is the planner's view of one array.
 type arrayInfo struct {
 	node    *zarr.Node
 	group   *lockGroup
+	idx     int // position in group.arrays
 	grid    []int64
 	perSlab int64 // chunks per slab: product of the grid past the leading axis
+	// cover is the moving average of the part of a slab read per visit;
+	// covers counts the visits it has learnt (0: none yet).
+	cover  float64
+	covers int64
 	// Observed object sizes (from lookups), for estimates without a manifest.
 	sizeSum, sizeN int64
 	lastVisit      int64 // group visit count when last read; -1 never
@@ -151,6 +182,36 @@ type arrayInfo struct {
 	// altSep: chunk keys use "/" although ChunkKey spells "." (a v2 array
 	// without dimension_separator). Atomic: feeds read it without planner.mu.
 	altSep atomic.Bool
+}
+
+// span is how many positions of a slab coverage tells apart.
+func (a *arrayInfo) span() int64 { return min(a.perSlab, maxChunksPerSlab) }
+
+// narrow says whether a's readers were seen to read little of a slab;
+// known is false until a visit has been learnt.
+func (a *arrayInfo) narrow() (narrow, known bool) {
+	if a.perSlab <= 1 {
+		return false, true
+	}
+	if a.covers == 0 {
+		return false, false
+	}
+	return a.cover < narrowCover, true
+}
+
+// pos is the position of the chunk at coords in its slab, for coverage.
+func (a *arrayInfo) pos(coords []int64) int64 {
+	var n int64
+	for i := 1; i < len(a.grid) && i < len(coords); i++ {
+		n = n*a.grid[i] + coords[i]
+	}
+	return n % a.span()
+}
+
+// sameOther says whether b's chunks lie where a's do along the axes past
+// the leading one, so that a chunk's coordinates name b's chunk there too.
+func (a *arrayInfo) sameOther(b *arrayInfo) bool {
+	return len(a.grid) == len(b.grid) && slices.Equal(a.grid[1:], b.grid[1:])
 }
 
 func (a *arrayInfo) avgSize() float64 {
@@ -179,6 +240,7 @@ type lockGroup struct {
 	nslabs  int64
 	visits  int64              // distinct-slab accesses so far
 	recent  [recentSlabs]int64 // last distinct slabs, most recent at visits%recentSlabs
+	track   []*slabSeen        // what was read of the last slabs read, least recent first
 	streams []*stream
 	hits    int64
 	misses  int64
@@ -186,13 +248,127 @@ type lockGroup struct {
 	filled  bool       // a fill ran (or was refused as too large): not again
 }
 
+// slabSeen is what readers read of one slab: per array (by idx), the
+// positions of the chunks looked up or opened, how many there are, and the
+// part of the slab already folded into the array's coverage (-1: none).
+type slabSeen struct {
+	slab   int64
+	bits   [][]uint64
+	n      []int64
+	folded []float64
+}
+
+// trackLocked returns what was read of slab s, counting it from now if it
+// was not counted, and makes it the most recent.
+func (g *lockGroup) trackLocked(s int64) *slabSeen {
+	for i, e := range g.track {
+		if e.slab == s {
+			copy(g.track[i:], g.track[i+1:])
+			g.track[len(g.track)-1] = e
+			return e
+		}
+	}
+	var e *slabSeen
+	if len(g.track) < trackSlabs {
+		e = &slabSeen{}
+		g.track = append(g.track, e)
+	} else {
+		// Reuse the least recent: its visits were folded when it left the
+		// recent slabs.
+		e = g.track[0]
+		copy(g.track, g.track[1:])
+		g.track[len(g.track)-1] = e
+		for i := range e.n {
+			e.n[i], e.folded[i] = 0, -1
+			clear(e.bits[i])
+		}
+	}
+	e.slab = s
+	return e
+}
+
+// findTrack returns what was read of slab s, or nil if it is not counted.
+func (g *lockGroup) findTrack(s int64) *slabSeen {
+	for _, e := range g.track {
+		if e.slab == s {
+			return e
+		}
+	}
+	return nil
+}
+
+// mark notes a read of the chunk at coords of a.
+func (e *slabSeen) mark(a *arrayInfo, coords []int64) {
+	if a.perSlab <= 1 {
+		return
+	}
+	for len(e.bits) <= a.idx {
+		e.bits = append(e.bits, nil)
+		e.n = append(e.n, 0)
+		e.folded = append(e.folded, -1)
+	}
+	if e.bits[a.idx] == nil {
+		e.bits[a.idx] = make([]uint64, (a.span()+63)/64)
+	}
+	i := a.pos(coords)
+	w, bit := &e.bits[a.idx][i/64], uint64(1)<<(i%64)
+	if *w&bit == 0 {
+		*w |= bit
+		e.n[a.idx]++
+	}
+}
+
+// fold adds what was read of a slab that leaves the recent slabs to the
+// coverage of the arrays read in it. A slab folded before (readers came
+// back to it) corrects its share of the average by what was read since,
+// rather than counting as a visit of its own.
+func (e *slabSeen) fold(arrays []*arrayInfo) {
+	for i, n := range e.n {
+		if n == 0 {
+			continue
+		}
+		a := arrays[i]
+		part := float64(n) / float64(a.span())
+		switch {
+		case e.folded[i] >= 0:
+			a.cover = min(1, max(0, a.cover+coverWeight*(part-e.folded[i])))
+		case a.covers == 0:
+			a.cover = part
+			a.covers++
+		default:
+			a.cover += coverWeight * (part - a.cover)
+			a.covers++
+		}
+		e.folded[i] = part
+	}
+}
+
+// target is one array of a prediction: its whole slab, or (at non-nil) only
+// the chunk at those coordinates along the axes past the leading one.
+type target struct {
+	a  *arrayInfo
+	at []int64
+}
+
+// wholeTargets are the targets of plan that predict whole slabs.
+func wholeTargets(plan []target) []target {
+	var out []target
+	for _, t := range plan {
+		if t.at == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // stream is one run of slab accesses.
 type stream struct {
 	last   int64
-	stride int64 // 0 while only one access is known
-	window int64 // slabs fetched ahead
-	issued int64 // furthest slab asked for, in the stride's direction
-	used   int64 // group visit of its last hit, for LRU replacement
+	stride int64   // 0 while only one access is known
+	window int64   // slabs fetched ahead
+	issued int64   // furthest slab asked for, in the stride's direction
+	used   int64   // group visit of its last hit, for LRU replacement
+	at     []int64 // coordinates past the leading axis of the read that made its last step
 }
 
 // New returns the planner of a mount of store whose cache holds budget
@@ -239,6 +415,7 @@ func (p *Planner) buildLocked(store *store.Store) (stale []FeedHandle) {
 			order = append(order, gk)
 		}
 		a.group = g
+		a.idx = len(g.arrays)
 		g.arrays = append(g.arrays, a)
 		p.arrays[n] = a
 		return nil
@@ -284,29 +461,54 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	s := coords[0]
 	a.lastVisit = g.visits
 	if g.isRecent(s) {
+		g.trackLocked(s).mark(a, coords)
 		p.mu.Unlock()
 		return
 	}
-	reqs, startFill, cancelFill := p.visitLocked(g, s)
-	a.lastVisit = g.visits
-	active := g.activeArrays()
+	plan, runPlan, reqs, startFill, cancelFill := p.visitLocked(g, s, a, coords)
 	var fillArrays []*arrayInfo
 	if startFill {
-		fillArrays = active
+		fillArrays = g.activeArrays()
 	}
 	p.mu.Unlock()
 
 	if cancelFill != nil {
 		cancelFill.Cancel()
 	}
-	// Lockstep: the rest of this slab, every active array.
-	p.askSlab(active, s, cache.PriorityUrgent, key)
+	// Lockstep: the rest of this slab (or the chunk the reader reads), every
+	// active array.
+	p.askSlab(plan, s, cache.PriorityUrgent, key)
 	for _, r := range reqs {
-		p.askSlab(active, r.slab, r.class, "")
+		p.askSlab(runPlan, r.slab, r.class, "")
 	}
 	if startFill {
 		p.startFill(g, fillArrays)
 	}
+}
+
+// planLocked decides what a step to a new slab, by a read of the chunk at
+// coords of a, predicts of each active array: its whole slab, or where its
+// readers read little of a slab (or, not known yet for it, a's do) the
+// chunk at the same coordinates; an array whose chunks do not lie where a's
+// do is then left out. It returns how many arrays were narrowed.
+func (p *Planner) planLocked(g *lockGroup, a *arrayInfo, coords []int64) (plan []target, narrowed int64) {
+	aNarrow, _ := a.narrow()
+	for _, b := range g.activeArrays() {
+		narrow, known := b.narrow()
+		if !known {
+			narrow = aNarrow
+		}
+		switch {
+		case !narrow:
+			plan = append(plan, target{a: b})
+		case b == a || a.sameOther(b):
+			plan = append(plan, target{a: b, at: coords})
+			narrowed++
+		default:
+			narrowed++
+		}
+	}
+	return plan, narrowed
 }
 
 // ObserveSize records the size of an object of arr learnt at lookup.
@@ -348,12 +550,24 @@ func (g *lockGroup) isActive(a *arrayInfo) bool {
 	return g.visits <= 1 || (a.lastVisit >= 0 && g.visits-a.lastVisit <= inactiveAfter)
 }
 
-// visitLocked takes a step of the reader to slab s: it updates the streams
-// and says which slabs to ask for ahead, and whether to start or cancel the
-// background fill.
-func (p *Planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill bool, cancelFill FeedHandle) {
-	g.recent[g.visits%recentSlabs] = s
+// visitLocked takes a step of the reader to slab s, by a read of the chunk
+// at coords of a: it learns from the slab that leaves the recent ones,
+// updates the streams and says what to ask for of this slab (plan) and of
+// each slab ahead (runPlan), which slabs to ask for ahead, and whether to
+// start or cancel the background fill.
+func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan, runPlan []target, reqs []slabReq, startFill bool, cancelFill FeedHandle) {
+	i := g.visits % recentSlabs
+	if g.visits >= recentSlabs {
+		if e := g.findTrack(g.recent[i]); e != nil {
+			e.fold(g.arrays) // g.recent[i] leaves the recent slabs
+		}
+	}
+	g.recent[i] = s
+	g.trackLocked(s).mark(a, coords)
 	g.visits++
+	a.lastVisit = g.visits
+	plan, narrowed := p.planLocked(g, a, coords)
+	p.stats.Narrowed += narrowed
 	if g.visits%decayEvery == 0 {
 		g.hits /= 2
 		g.misses /= 2
@@ -383,8 +597,18 @@ func (p *Planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill 
 		}
 		g.addStream(st)
 	}
+	// A run of a reader that reads little of a slab predicts the chunk it
+	// read only while it reads the same one slab after slab (a strip): the
+	// accidental runs of a random reader would ask for chunks at coordinates
+	// it does not come back to. A new stream counts as the same.
+	runPlan = plan
+	if st.at != nil && !slices.Equal(st.at, coords[1:]) {
+		runPlan = wholeTargets(plan)
+	}
+	st.at = append(st.at[:0], coords[1:]...)
 	if st.stride != 0 {
-		reqs = p.runAhead(g, st)
+		reqs = p.runAhead(g, st, runPlan)
+		p.stats.Narrowed += narrowed * int64(len(reqs))
 	}
 
 	switch {
@@ -403,7 +627,7 @@ func (p *Planner) visitLocked(g *lockGroup, s int64) (reqs []slabReq, startFill 
 			p.stats.FillsTooLarge++
 		}
 	}
-	return reqs, startFill, cancelFill
+	return plan, runPlan, reqs, startFill, cancelFill
 }
 
 // match finds the stream that predicted slab s and advances it.
@@ -461,10 +685,10 @@ func (g *lockGroup) addStream(st *stream) {
 	g.streams[lru] = st
 }
 
-// runAhead caps st's window at the run budget and returns the slabs of the
-// window not asked for yet.
-func (p *Planner) runAhead(g *lockGroup, st *stream) []slabReq {
-	slabBytes := p.slabBytesLocked(g)
+// runAhead caps st's window at the run budget (for what plan asks of each
+// slab) and returns the slabs of the window not asked for yet.
+func (p *Planner) runAhead(g *lockGroup, st *stream, plan []target) []slabReq {
+	slabBytes := p.planBytesLocked(plan)
 	maxWindow := int64(64)
 	if slabBytes > 0 {
 		maxWindow = max(1, min(1024, int64(float64(p.runBudget)/slabBytes)))
@@ -486,11 +710,15 @@ func (p *Planner) runAhead(g *lockGroup, st *stream) []slabReq {
 	return reqs
 }
 
-// slabBytesLocked estimates the bytes of one slab of g's active arrays.
-func (p *Planner) slabBytesLocked(g *lockGroup) float64 {
+// planBytesLocked estimates the bytes plan asks for of one slab.
+func (p *Planner) planBytesLocked(plan []target) float64 {
 	var total float64
-	for _, a := range g.activeArrays() {
-		total += p.chunkEstimateLocked(a) * float64(a.perSlab)
+	for _, t := range plan {
+		n := float64(t.a.perSlab)
+		if t.at != nil {
+			n = 1
+		}
+		total += p.chunkEstimateLocked(t.a) * n
 	}
 	return total
 }
@@ -574,16 +802,24 @@ func itemSize(dtype string) int64 {
 	return int64(max(1, n/8)) // v3: bits
 }
 
-// askSlab asks the cache for every chunk of slab s of arrays at class,
-// except skip (the chunk the reader is asking for itself).
-func (p *Planner) askSlab(arrays []*arrayInfo, s int64, class cache.Priority, skip string) {
-	for _, a := range arrays {
+// askSlab asks the cache at class for what plan predicts of slab s, except
+// skip (the chunk the reader is asking for itself).
+func (p *Planner) askSlab(plan []target, s int64, class cache.Priority, skip string) {
+	for _, t := range plan {
+		a := t.a
 		if s >= a.grid[0] {
 			continue
 		}
 		p.mu.Lock()
 		est := int64(p.chunkEstimateLocked(a))
 		p.mu.Unlock()
+		if t.at != nil {
+			coords := append([]int64{s}, t.at[1:]...)
+			if key := a.chunkKey(coords); key != "" && key != skip {
+				p.ask(key, est, class)
+			}
+			continue
+		}
 		n := 0
 		forSlabChunks(a, s, func(coords []int64) bool {
 			key := a.chunkKey(coords)

@@ -67,6 +67,15 @@ func (s *fakeSink) take(class cache.Priority) []string {
 	return out
 }
 
+// takeAll returns the records since the last take, and forgets them.
+func (s *fakeSink) takeAll() []askRec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.asked
+	s.asked = nil
+	return out
+}
+
 type fakeFeed struct {
 	next      func() (cache.Want, bool)
 	cancelled bool
