@@ -458,7 +458,7 @@ func mmapRead(fd int, off, n int64) (got []byte, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			got, err = nil, fmt.Errorf("mmap read of %d bytes at %d: %v", n, off, r)
+			got, err = nil, fmt.Errorf("mmap read of %d bytes at %d: a page fault failed (SIGBUS): %v", n, off, r)
 		}
 	}()
 	return bytes.Clone(m[off-start:]), nil
