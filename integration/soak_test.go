@@ -40,9 +40,10 @@ import (
 // origin's and no read may fail. Each read's pages are dropped from the page cache afterwards
 // and the disk cache is smaller than the stores, so reads keep crossing the proxy.
 //
-// By default (CI) the soak reads soakCIBytes with every fault on, in seconds. ZARRFS_LONG_TESTS=1
-// reads soakLongBytes (docs/benchmarks.md, "WAN soak"). ZARRFS_SOAK_TOXICS (default
-// "latency,bandwidth,reset", "none" for none) picks the faults, to bisect a failure.
+// By default (CI) the soak reads soakCIBytes with every fault on and a reset every second, in
+// seconds. ZARRFS_LONG_TESTS=1 reads soakLongBytes with a reset every 3 s (docs/benchmarks.md,
+// "WAN soak"). ZARRFS_SOAK_TOXICS (default "latency,bandwidth,reset", "none" for none) picks
+// the faults, to bisect a failure.
 //
 // The proxy runs in a child process (this test binary again, as TestWANSoakProxy), never in
 // the readers' process: a reader touching an mmap'ed page of the mount blocks its thread in a
@@ -571,24 +572,41 @@ wait:
 		t.Errorf("the soak did not finish within %v: %d of %d bytes read", timeout, c.bytes.Load(), target)
 	}
 
-	var retries, requests, received, peakRSS int64
+	// Once the readers are done, no request may stay in flight (a leaked flight or body)
+	// beyond what the prefetcher finishes in a moment, and none may have failed for good.
+	var retries, requests, received, failures, peakRSS int64
 	for name, m := range mnt {
 		peakRSS = max(peakRSS, procStatus(m.cmd.Process.Pid, "VmHWM"))
-		out, code := runCmd(t, time.Minute, nil, zarrfsBin, "stats", "--json", m.Dir)
 		var st struct {
 			Remote struct {
 				Requests      int64 `json:"requests"`
+				InFlight      int64 `json:"in_flight"`
 				Retries       int64 `json:"retries"`
+				Failures      int64 `json:"failures"`
 				BytesReceived int64 `json:"bytes_received"`
 			} `json:"remote"`
 		}
-		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
-			t.Errorf("zarrfs stats --json %s (%s): exit %d:\n%s", m.Dir, name, code, out)
-			continue
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			out, code := runCmd(t, time.Minute, nil, zarrfsBin, "stats", "--json", m.Dir)
+			if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+				t.Errorf("zarrfs stats --json %s (%s): exit %d, %v:\n%s", m.Dir, name, code, err, out)
+				break
+			}
+			if st.Remote.InFlight == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: %d requests still in flight 30s after the readers finished", name, st.Remote.InFlight)
+				break
+			}
 		}
 		retries += st.Remote.Retries
 		requests += st.Remote.Requests
 		received += st.Remote.BytesReceived
+		failures += st.Remote.Failures
+	}
+	if failures > 0 {
+		t.Errorf("the mounts counted %d operations that failed for good", failures)
 	}
 	if !sp.stop() {
 		t.Errorf("the proxy process did not end within 15s of its stdin closing; killed")
