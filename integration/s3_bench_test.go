@@ -3,14 +3,21 @@ package integration
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/zarrfs/zarrfs/internal/s3test"
 )
@@ -204,4 +211,143 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// TestS3ServerCostVersusNginx (run with ZARRFS_BENCH_S3=1; docs/benchmarks.md)
+// times plain GETs of the zarr-python fixture's 7,389 small files from
+// this process, 8 at a time, against versitygw (with keep-alive; signed by
+// the SDK's SigV4 signer, and anonymous under a public-read policy) and
+// against nginx serving versitygw's own files, and reads each server's CPU
+// time from /proc: what a GET costs the server itself, which on a small
+// machine competes with the zarrfs daemon for the same cores.
+func TestS3ServerCostVersusNginx(t *testing.T) {
+	if os.Getenv("ZARRFS_BENCH_S3") == "" {
+		t.Skip("a benchmark: set ZARRFS_BENCH_S3=1 (and ZARRFS_BENCH_ROUNDS, default 3)")
+	}
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("ZARRFS_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	t.Setenv("VGW_KEEP_ALIVE", "true")
+	const fx = "zarr-python-2.13"
+	srv := s3Fixtures(t, fx)
+	ng := newNginx(t, srv.Dir) // one directory per bucket: the same files
+	prefix := s3Key(fx, "fixture")
+	ctx := t.Context()
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::` + s3Bucket + `/*"]}]}`
+	if _, err := srv.Client.PutBucketPolicy(ctx, &awss3.PutBucketPolicyInput{Bucket: aws.String(s3Bucket), Policy: aws.String(policy)}); err != nil {
+		t.Fatalf("public-read policy: %v", err)
+	}
+	var keys []string
+	root := filepath.Join(fixturesDir, fx, "fixture")
+	if err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			rel, _ := filepath.Rel(root, p)
+			keys = append(keys, prefix+filepath.ToSlash(rel))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vgwPids := procsMatching(func(p procInfo) bool {
+		return slices.Contains(p.args, strings.TrimPrefix(srv.Endpoint, "http://")) && slices.Contains(p.args, "posix")
+	})
+	ngPids := nginxPids(ng.prefix)
+	if len(vgwPids) != 1 || len(ngPids) < 2 {
+		t.Fatalf("server processes: versitygw %v, nginx %v", vgwPids, ngPids)
+	}
+	signer := v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true })
+	creds := aws.Credentials{AccessKeyID: s3test.RootAccess, SecretAccessKey: s3test.RootSecret}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, DisableCompression: true}}
+	t.Cleanup(hc.CloseIdleConnections)
+	type variant struct {
+		name   string
+		base   string
+		signed bool
+		pids   []int
+	}
+	variants := []variant{
+		{"nginx", ng.URL(s3Bucket), false, ngPids},
+		{"versitygw, signed", srv.Endpoint + "/" + s3Bucket, true, vgwPids},
+		{"versitygw, anonymous", srv.Endpoint + "/" + s3Bucket, false, vgwPids},
+	}
+	for r := range rounds {
+		for _, v := range variants {
+			serverCPU := func() (d time.Duration) {
+				for _, pid := range v.pids {
+					d += procCPU(t, pid)
+				}
+				return d
+			}
+			s0, c0, start := serverCPU(), selfCPU(), time.Now()
+			ch := make(chan string)
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for range 8 {
+				wg.Go(func() {
+					for k := range ch {
+						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, v.base+"/"+k, nil)
+						if v.signed {
+							req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+							if err := signer.SignHTTP(ctx, creds, req, "UNSIGNED-PAYLOAD", "s3", "us-east-1", time.Now().UTC()); err != nil {
+								failed.Add(1)
+								continue
+							}
+						}
+						resp, err := hc.Do(req)
+						if err != nil {
+							failed.Add(1)
+							continue
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							failed.Add(1)
+						}
+					}
+				})
+			}
+			for _, k := range keys {
+				ch <- k
+			}
+			close(ch)
+			wg.Wait()
+			wall, client, server := time.Since(start), selfCPU()-c0, serverCPU()-s0
+			if n := failed.Load(); n > 0 {
+				t.Fatalf("%s: %d of %d GETs failed", v.name, n, len(keys))
+			}
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(len(keys)) }
+			t.Logf("round %d, %s: %d GETs, per GET: wall %.0f µs, server CPU %.0f µs, client CPU %.0f µs",
+				r, v.name, len(keys), per(wall), per(server), per(client))
+			hc.CloseIdleConnections()
+		}
+	}
+}
+
+// nginxPids are the master and workers of the nginx started with prefix.
+func nginxPids(prefix string) []int {
+	// nginx rewrites its command line ("nginx: master process ... -p PREFIX ...").
+	master := procsMatching(func(p procInfo) bool {
+		return filepath.Base(p.exe) == "nginx" && strings.Contains(strings.Join(p.args, " "), "master process") &&
+			strings.Contains(strings.Join(p.args, " "), prefix)
+	})
+	if len(master) != 1 {
+		return master
+	}
+	return append(master, procsMatching(func(p procInfo) bool {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		s := string(data)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		return len(f) > 1 && f[1] == strconv.Itoa(master[0])
+	})...)
+}
+
+// selfCPU is this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
