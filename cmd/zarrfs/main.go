@@ -50,7 +50,10 @@ func main() {
 	if isMountHelper(os.Args[0]) || len(args) > 0 && looksLikeURL(args[0]) {
 		args = append([]string{mountHelperCommand}, args...)
 	}
-	os.Exit(run(args))
+	stopProfile := startCPUProfile()
+	code := run(args)
+	stopProfile()
+	os.Exit(code)
 }
 
 // mountHelperCommand is how main hands a mount(8) helper call to run.

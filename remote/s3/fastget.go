@@ -47,23 +47,27 @@ const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49599
 
 // fastGet holds what the plain GET path needs. Lock order: mu is a leaf.
 type fastGet struct {
-	signer *v4.Signer
-	creds  aws.CredentialsProvider // nil: unsigned (anonymous, GCS)
-	opts   s3.Options              // the client's, for endpoint parameters
+	signer    *v4.Signer
+	creds     aws.CredentialsProvider // nil: unsigned (anonymous, GCS)
+	opts      s3.Options              // the client's, for endpoint parameters
+	userAgent []string                // the User-Agent header's value, shared by every request
 
 	mu        sync.Mutex
 	endpoints map[string]*fastEndpoint // by region; nil value: use the SDK
 	off       bool                     // the SDK path for good (clock skew)
 }
 
-// fastEndpoint is the bucket's resolved base URL and signing region.
+// fastEndpoint is the bucket's resolved base URL and signing region, with
+// the parts every request repeats worked out once.
 type fastEndpoint struct {
 	base          url.URL // scheme://host[/bucket] without a trailing slash
 	signingRegion string
+	rawPath       string // base.EscapedPath()
 }
 
-func newFastGet(client *s3.Client, creds aws.CredentialsProvider) *fastGet {
+func newFastGet(client *s3.Client, creds aws.CredentialsProvider, userAgent string) *fastGet {
 	return &fastGet{
+		userAgent: []string{userAgent},
 		// S3 signs the path as sent, without escaping it again.
 		signer:    v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true }),
 		creds:     creds,
@@ -132,7 +136,7 @@ func (f *fastGet) resolve(ctx context.Context, bucket, region string) *fastEndpo
 	if base.RawQuery != "" || base.Fragment != "" {
 		return nil
 	}
-	return &fastEndpoint{base: base, signingRegion: signingRegion}
+	return &fastEndpoint{base: base, signingRegion: signingRegion, rawPath: base.EscapedPath()}
 }
 
 // disable sends every later GET through the SDK.
@@ -196,15 +200,15 @@ func (o *Origin) getOnce(ctx context.Context, ep *fastEndpoint, in *s3.GetObject
 	key := aws.ToString(in.Key)
 	u := ep.base
 	u.Path = ep.base.Path + "/" + key
-	u.RawPath = ep.base.EscapedPath() + "/" + httpbinding.EscapePath(key, false)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	u.RawPath = ep.rawPath + "/" + httpbinding.EscapePath(key, false)
+	// The URL is u itself, not parsed back from its string: Go would
+	// re-escape the path, and parsing is work for nothing.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
 	if err != nil {
 		return nil, &smithy.OperationError{ServiceID: "S3", OperationName: "GetObject", Err: err}
 	}
-	// Built from u, not from its string: Go would re-escape the path.
-	req.URL = &u
+	req.URL, req.Host = &u, u.Host
 	h := req.Header
-	h.Set("User-Agent", o.opts.Remote.UserAgent)
 	if in.Range != nil {
 		h.Set("Range", *in.Range)
 	}
@@ -231,6 +235,9 @@ func (o *Origin) getOnce(ctx context.Context, ep *fastEndpoint, in *s3.GetObject
 			return nil, &smithy.OperationError{ServiceID: "S3", OperationName: "GetObject", Err: err}
 		}
 	}
+	// After signing: SigV4 never signs User-Agent (the signer skips it),
+	// so it need not walk past it.
+	h["User-Agent"] = o.fast.userAgent
 	resp, err := o.httpc.Do(req)
 	if err != nil {
 		var serr error = &smithyhttp.RequestSendError{Err: err}

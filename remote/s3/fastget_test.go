@@ -1,13 +1,19 @@
 package s3
 
 import (
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/zarrfs/zarrfs/remote"
 )
 
 // TestGetWithoutTheSDKStack: GETs go out as plain requests signed with the
@@ -102,5 +108,53 @@ func TestFastEndpoint(t *testing.T) {
 			t.Errorf("%s: endpoint %+v; want %s signed for %s", c.url, ep, c.want, c.signingRegion)
 		}
 		o.Close()
+	}
+}
+
+// TestGetsReuseOneConnection: sequential reads of every kind, answers with
+// errors and 304s among them, go over one kept-alive connection. A body
+// left unread (an error document, say) makes Go close the connection, and
+// a TCP connect per small GET costs more than the GET (docs/benchmarks.md).
+func TestGetsReuseOneConnection(t *testing.T) {
+	f := &fakeS3{listAllowed: true, objects: map[string]string{"s.zarr/a": "chunk a", "s.zarr/b": strings.Repeat("b", 5000)}}
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(f)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	ctx := ctxT(t)
+	o, err := Open(ctx, "s3://b/s.zarr", Options{Endpoint: srv.URL,
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	for range 3 {
+		if _, _, err := o.Get(ctx, "a", 100); err != nil {
+			t.Fatal(err)
+		}
+		etag, err := o.Fetch(ctx, "b", io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, changed, err := o.FetchIfChanged(ctx, "b", etag, io.Discard); err != nil || changed {
+			t.Fatalf("FetchIfChanged with the current ETag: changed %v, %v", changed, err)
+		}
+		if _, err := o.FetchRange(ctx, "b", etag, 10, 100, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.FetchSuffix(ctx, "b", "", 100, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.Fetch(ctx, "missing", io.Discard); !errors.Is(err, remote.ErrNotFound) {
+			t.Fatalf("missing key: %v", err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("18 sequential requests opened %d connections, want 1", n)
 	}
 }

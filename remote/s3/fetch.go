@@ -22,22 +22,16 @@ import (
 // caller must close; stop ends the attempt's context (the body's too).
 func (o *Origin) getObject(ctx context.Context, key string, in *s3.GetObjectInput) (out *s3.GetObjectOutput, stop func(), err error) {
 	actx, cancel := context.WithCancel(ctx)
-	err = o.call(actx, "GET", key, func(ctx context.Context, opt ...func(*s3.Options)) error {
+	err = o.call(actx, "GET", key, func(ctx context.Context, at attempt) error {
 		if !o.sdkGet {
-			var so s3.Options
-			for _, f := range opt {
-				f(&so)
-			}
-			if br, isBudget := so.Retryer.(*budgetRetryer); isBudget {
-				fout, ok, err := o.getObjectFast(ctx, in, br, so.Region)
-				if ok {
-					out = fout
-					return err
-				}
+			fout, ok, err := o.getObjectFast(ctx, in, at.br, at.region)
+			if ok {
+				out = fout
+				return err
 			}
 		}
 		var err error
-		out, err = o.client.GetObject(ctx, in, opt...)
+		out, err = o.client.GetObject(ctx, in, at.sdkOpts()...)
 		return err
 	})
 	if err != nil {

@@ -64,9 +64,9 @@ func (o *Origin) list(ctx context.Context, what, pfx, delimiter string, page fun
 	}
 	for {
 		var out *s3.ListObjectsV2Output
-		err := o.call(ctx, "LIST", what, func(ctx context.Context, opt ...func(*s3.Options)) error {
+		err := o.call(ctx, "LIST", what, func(ctx context.Context, at attempt) error {
 			var err error
-			out, err = o.client.ListObjectsV2(ctx, in, opt...)
+			out, err = o.client.ListObjectsV2(ctx, in, at.sdkOpts()...)
 			if err != nil && isAccessDenied(err) {
 				o.listState.Store(listDenied)
 			}

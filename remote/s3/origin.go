@@ -307,7 +307,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Origin, error) {
 	if signWith == nil || aws.IsCredentialsProvider(signWith, aws.AnonymousCredentials{}) {
 		signWith = nil // unsigned: anonymous, or GCS's bearer tokens
 	}
-	o.fast = newFastGet(o.client, signWith)
+	o.fast = newFastGet(o.client, signWith, opts.Remote.UserAgent)
 	return o, nil
 }
 
@@ -400,18 +400,27 @@ func (o *Origin) url(key string) string { return o.display + key }
 
 // opFns are the per-operation options: the retry budget and the region.
 func (o *Origin) opFns() []func(*s3.Options) {
-	return o.opFnsWith(o.newBudget())
+	return o.newAttempt().sdkOpts()
 }
 
 func (o *Origin) newBudget() *budgetRetryer {
 	return &budgetRetryer{RetryerV2: o.retryer, deadline: time.Now().Add(o.opts.Remote.RetryDeadline), k: &o.k, health: o.health}
 }
 
-func (o *Origin) opFnsWith(br *budgetRetryer) []func(*s3.Options) {
-	region := o.Region()
+// attempt is what one try of an operation runs under: its retry budget
+// and the region to sign for. The plain GET path (fastget.go) reads them
+// directly; SDK operations get them as options (sdkOpts).
+type attempt struct {
+	br     *budgetRetryer
+	region string
+}
+
+func (o *Origin) newAttempt() attempt { return attempt{br: o.newBudget(), region: o.Region()} }
+
+func (a attempt) sdkOpts() []func(*s3.Options) {
 	return []func(*s3.Options){func(so *s3.Options) {
-		so.Retryer = br
-		so.Region = region
+		so.Retryer = a.br
+		so.Region = a.region
 	}}
 }
 
@@ -422,7 +431,7 @@ func (o *Origin) opFnsWith(br *budgetRetryer) []func(*s3.Options) {
 // through, which gets one attempt and at most remote.ProbeStallMax to get
 // an answer. An operation that spent its whole retry budget without a
 // usable answer marks the origin down.
-func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.Context, opt ...func(*s3.Options)) error) error {
+func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.Context, at attempt) error) error {
 	probe, err := o.health.Admit()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, o.url(key), err)
@@ -432,7 +441,7 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.C
 		defer o.health.ProbeDone()
 	}
 	for attempt := 0; ; attempt++ {
-		br := o.newBudget()
+		at := o.newAttempt()
 		actx, stop := ctx, func() {}
 		if probe {
 			// The context stays with a GET's body: it is cancelled only
@@ -446,7 +455,7 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.C
 				}
 			}
 		}
-		err := fn(actx, o.opFnsWith(br)...)
+		err := fn(actx, at)
 		stop()
 		if err == nil {
 			return nil
@@ -460,7 +469,7 @@ func (o *Origin) call(ctx context.Context, op, key string, fn func(ctx context.C
 			return o.readAsMissing(op, key)
 		}
 		mapped := o.mapError(ctx, op, key, err)
-		if br.spent.Load() && ctx.Err() == nil && o.health.Down(mapped) {
+		if at.br.spent.Load() && ctx.Err() == nil && o.health.Down(mapped) {
 			o.log.Warn("s3: the origin is down: operations fail at once while one probe at a time checks whether it is back",
 				"op", op, "url", o.url(key), "error", mapped.Error())
 		}
