@@ -153,9 +153,16 @@ func Start(t testing.TB) *Server {
 			Dir:           data,
 			bin:           bin,
 		}
-		logBuf, done, stop := startProcess(t, "versitygw", exec.Command(bin, "--access", RootAccess, "--secret", RootSecret,
+		cmd := exec.Command(bin, "--access", RootAccess, "--secret", RootSecret,
 			"--port", "127.0.0.1:"+strconv.Itoa(port), "--admin-port", "127.0.0.1:"+strconv.Itoa(aport),
-			"--iam-dir", iam, "--quiet", "posix", data))
+			"--iam-dir", iam, "--quiet", "posix", data)
+		if os.Getenv("VGW_KEEP_ALIVE") == "" {
+			// versitygw closes the connection after every answer unless told otherwise;
+			// S3 and GCS keep connections open, so the tests see the client as it runs
+			// against them (the S3 benchmark sets VGW_KEEP_ALIVE=false for its variant).
+			cmd.Env = append(os.Environ(), "VGW_KEEP_ALIVE=true")
+		}
+		logBuf, done, stop := startProcess(t, "versitygw", cmd)
 		if err := waitListening(done, "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(aport)); err != nil {
 			stop()
 			lastErr = fmt.Errorf("%v\nversitygw output:\n%s", err, logBuf.String())
