@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -141,6 +142,13 @@ func unmountBounded(t testing.TB, mnt string) {
 		cmd.WaitDelay = 2 * time.Second
 		out, err := cmd.CombinedOutput()
 		cancel()
+		if err != nil && flag == "-u" {
+			// Busy: name who holds it, so that a daemon that then outlives its lazy
+			// unmount can be explained.
+			if users := mountUsers(mnt); len(users) > 0 {
+				t.Logf("fusermount3 -u %s: %v: %s; in use by: %s", mnt, err, bytes.TrimSpace(out), strings.Join(users, "; "))
+			}
+		}
 		if err != nil && flag == "-uz" {
 			t.Errorf("fusermount3 %s %s: %v: %s", flag, mnt, err, out)
 		}

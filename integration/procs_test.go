@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -68,4 +69,56 @@ func argsName(args []string, want string) bool {
 		}
 	}
 	return false
+}
+
+// mountUsers describes the processes that hold something under mnt: an open file, a working
+// directory or a mapping ("pid 123 (python3): fd 5 -> /mnt/x/a/0"). Bounded like
+// procsMatching.
+func mountUsers(mnt string) []string {
+	prefix := strings.TrimSuffix(mnt, "/") + "/"
+	under := func(p string) bool { return p == mnt || strings.HasPrefix(p, prefix) }
+	entries, _ := os.ReadDir("/proc")
+	results := make(chan []string, len(entries))
+	started := 0
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		started++
+		go func() {
+			dir := filepath.Join("/proc", e.Name())
+			comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+			who := fmt.Sprintf("pid %s (%s)", e.Name(), strings.TrimSpace(string(comm)))
+			var found []string
+			if cwd, err := os.Readlink(filepath.Join(dir, "cwd")); err == nil && under(cwd) {
+				found = append(found, who+": cwd "+cwd)
+			}
+			fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+			for _, fd := range fds {
+				if target, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && under(target) {
+					found = append(found, who+": fd "+fd.Name()+" -> "+target)
+				}
+			}
+			if maps, err := os.ReadFile(filepath.Join(dir, "maps")); err == nil {
+				for _, line := range strings.Split(string(maps), "\n") {
+					if i := strings.Index(line, " /"); i >= 0 && under(strings.TrimSpace(line[i:])) {
+						found = append(found, who+": mapping "+strings.TrimSpace(line[i:]))
+						break
+					}
+				}
+			}
+			results <- found
+		}()
+	}
+	var users []string
+	timeout := time.After(procReadTimeout)
+	for range started {
+		select {
+		case found := <-results:
+			users = append(users, found...)
+		case <-timeout:
+			return append(users, "(some processes did not answer)")
+		}
+	}
+	return users
 }
