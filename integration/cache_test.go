@@ -562,9 +562,7 @@ func killRemountRound(t *testing.T, seed uint64, fromFirst bool) killRound {
 
 	// A clean unmount: the daemon exits 0, leaving every chunk cached and no temp file.
 	unmountBounded(t, mnt)
-	if !m2.waitExit(15 * time.Second) {
-		t.Fatalf("the second zarrfs did not exit within 15s of its unmount")
-	}
+	m2.exitAfterUnmount(t, 15*time.Second)
 	if code := m2.exitCode(); code != 0 {
 		t.Errorf("the second zarrfs exited %d after a clean unmount, want 0", code)
 	}

@@ -291,9 +291,7 @@ func TestCacheDiskFull(t *testing.T) {
 
 			peakRSS := daemonPeakRSS(m.cmd.Process.Pid)
 			unmountBounded(t, m.Dir)
-			if !m.waitExit(15 * time.Second) {
-				t.Fatalf("zarrfs did not exit within 15s of its unmount")
-			}
+			m.exitAfterUnmount(t, 15*time.Second)
 			if code := m.exitCode(); code != 0 {
 				t.Errorf("zarrfs exited %d after a clean unmount, want 0", code)
 			}

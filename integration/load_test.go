@@ -610,9 +610,7 @@ func TestLoad100kChunks(t *testing.T) {
 
 	// Unmount: the daemon must exit by itself, cleanly.
 	unmountBounded(t, m.Dir)
-	if !m.waitExit(30 * time.Second) {
-		t.Fatalf("daemon pid %d still running 30s after the unmount", pid)
-	}
+	m.exitAfterUnmount(t, 30*time.Second)
 	if code := m.exitCode(); code != 0 {
 		t.Errorf("daemon exited with status %d after the unmount, want 0", code)
 	}

@@ -87,6 +87,20 @@ func (p *zarrfsProc) waitExit(d time.Duration) bool {
 	}
 }
 
+// exitAfterUnmount waits up to d for p to exit after its mount is gone; if it does not, it
+// asks the daemon for its goroutines (SIGQUIT: the Go runtime prints them to the output the
+// test shows) and fails t with what holds the mount.
+func (p *zarrfsProc) exitAfterUnmount(t testing.TB, d time.Duration) {
+	t.Helper()
+	if p.waitExit(d) {
+		return
+	}
+	users := mountUsers(p.mnt)
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	p.waitExit(5 * time.Second)
+	t.Fatalf("zarrfs (pid %d) did not exit within %v of the unmount of %s (still mounted: %v; users: %v); its goroutines are in its output", p.cmd.Process.Pid, d, p.mnt, isFuseMount(p.mnt), users)
+}
+
 // waitMounted waits (bounded) until p.mnt is a FUSE mount, or fails the test if the process
 // exits or the bound passes first.
 func (p *zarrfsProc) waitMounted(t testing.TB) {
