@@ -480,3 +480,128 @@ func TestScheduleKeepsPipeFull(t *testing.T) {
 		t.Fatal("an urgent prefetch held back by the pipe")
 	}
 }
+
+// demandFirstSetup starts a demand fetch of "demand" that runs until the
+// returned gate is closed, and a prefetch of "bg" (several writes), and
+// waits until the prefetch's body copy is paused or has ended. A pause is
+// bounded by hold (0: one hour, so only the demand fetch's end or a
+// promotion lets it go on).
+func demandFirstSetup(t *testing.T, hold time.Duration) (c *Cache, src *memSource, demandGate chan struct{}, demandDone chan error) {
+	t.Helper()
+	src = newMemSource()
+	src.put("demand", 100)
+	src.put("bg", 50000) // 8 writes of at most 7000 bytes
+	demandGate = src.hold("demand")
+	src.started = make(chan string, 4)
+	c = newTestCache(t, 1<<20, src)
+	c.mu.Lock()
+	c.sched.fixedHold = hold
+	if hold == 0 {
+		c.sched.fixedHold = time.Hour
+	}
+	c.mu.Unlock()
+
+	demandDone = make(chan error, 1)
+	go func() {
+		r, err := c.Open(context.Background(), "demand")
+		if err == nil {
+			r.Close()
+		}
+		demandDone <- err
+	}()
+	if k := <-src.started; k != "demand" {
+		t.Fatalf("first request for %q, want demand", k)
+	}
+	c.Prefetch(Want{Key: "bg"}, PriorityHigh)
+	<-src.started
+	waitFor(t, "the prefetch to pause or end", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.sched.holding.Load() == 1 || c.flights[entryIDFor(c, "bg")] == nil
+	})
+	return c, src, demandGate, demandDone
+}
+
+// entryIDFor is the flight id of the whole object key.
+func entryIDFor(c *Cache, key string) string {
+	id, _ := entryIDOf(c.nsHash, key, span{})
+	return id
+}
+
+// bgRunning says whether the prefetch of "bg" has not ended.
+func bgRunning(c *Cache) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flights[entryIDFor(c, "bg")] != nil
+}
+
+func TestPrefetchPausesWhileDemandRuns(t *testing.T) {
+	c, _, demandGate, demandDone := demandFirstSetup(t, 0)
+	if !bgRunning(c) {
+		t.Fatal("the prefetch ran to its end beside a demand fetch; it should pause until the demand fetch ends")
+	}
+	if got := c.sched.flightRecv(c, "bg"); got <= 0 || got >= 50000 {
+		t.Fatalf("paused prefetch received %d bytes, want some but not all", got)
+	}
+	close(demandGate)
+	if err := <-demandDone; err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, c) // the demand fetch's end lets the prefetch go on
+	if ps := c.PrefetchStats(); ps.Holds < 1 || ps.Bytes != 50000 {
+		t.Fatalf("stats %+v", ps)
+	}
+}
+
+func TestPromotedPrefetchIsNotPaused(t *testing.T) {
+	c, _, demandGate, demandDone := demandFirstSetup(t, 0)
+	defer func() { close(demandGate); <-demandDone }()
+	if !bgRunning(c) {
+		t.Fatal("the prefetch ran to its end beside a demand fetch")
+	}
+	// A reader joins the paused prefetch: it is demand now and goes on,
+	// although the other demand fetch still runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := c.Open(ctx, "bg")
+	if err != nil {
+		t.Fatalf("Open of a paused prefetch: %v", err)
+	}
+	if r.Size() != 50000 {
+		t.Fatalf("size %d", r.Size())
+	}
+	r.Close()
+}
+
+func TestCloseReleasesPausedPrefetch(t *testing.T) {
+	c, _, _, demandDone := demandFirstSetup(t, 0)
+	if !bgRunning(c) {
+		t.Fatal("the prefetch ran to its end beside a demand fetch")
+	}
+	closeWithin(t, c, 10*time.Second, "Close hung on a prefetch paused for a demand fetch")
+	if err := <-demandDone; err == nil {
+		t.Fatal("demand Open succeeded after Close")
+	}
+}
+
+func TestPrefetchPauseIsBounded(t *testing.T) {
+	// Each pause lasts at most a millisecond: the prefetch ends although the
+	// demand fetch runs on.
+	c, _, demandGate, demandDone := demandFirstSetup(t, time.Millisecond)
+	defer func() { close(demandGate); <-demandDone }()
+	waitFor(t, "the prefetch to end while the demand fetch runs", func() bool { return !bgRunning(c) })
+	if ps := c.PrefetchStats(); ps.Holds < 1 {
+		t.Fatalf("no pause counted: %+v", ps)
+	}
+}
+
+// flightRecv is what the flight of key has received so far (-1: none).
+func (s *scheduler) flightRecv(c *Cache, key string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fl := c.flights[entryIDFor(c, key)]
+	if fl == nil {
+		return -1
+	}
+	return fl.sched.recv.Load()
+}
