@@ -18,15 +18,6 @@ package cache
 // left to evict. The bytes of unread prefetched entries are bounded
 // (prefetchRoomLocked) so prefetches never crowd out the reader's own data.
 //
-// Demand first: while a demand fetch runs, the prefetches already running
-// yield the link to it. Their body copy pauses between reads (holdForDemand)
-// until no demand fetch runs, so a reader's miss gets the link rather than
-// its share beside the background transfers; the TCP window of a paused
-// connection closes once its receive buffer is full. A pause is bounded
-// (holdLimitLocked: a few round trips without progress, then one more
-// read), and a prefetch a reader joins is promoted to demand and never
-// paused again.
-//
 // The scheduler's state lives in its own types: scheduler (the Cache's
 // queues, counters and link measurement), flightSched (a flight's priority,
 // queue state and prefetch bookkeeping) and unreadPrefetch (an entry a
@@ -160,8 +151,6 @@ type PrefetchStats struct {
 	DemandWaitMax int64   `json:"stall_max_ns"`       // longest single wait
 	Feeds         int     `json:"feeds"`              // background feeds active
 	Promoted      int64   `json:"promoted_to_demand"` // queued or running prefetches a reader caught up with
-	Holds         int64   `json:"holds"`              // pauses of running prefetches while a demand fetch ran
-	HeldTime      int64   `json:"held_ns"`            // their total time
 }
 
 // scheduler is the Cache's fetch scheduling state, guarded by Cache.mu
@@ -185,16 +174,6 @@ type scheduler struct {
 	// fixedLimit, when > 0, replaces the controller's limit (tests).
 	fixedLimit int
 
-	// fixedHold, when > 0, replaces the measured bound of one pause (tests).
-	fixedHold time.Duration
-	// hold is non-nil while a demand fetch runs: background copiers wait
-	// (holdForDemand) until it is closed, when the last demand fetch ends.
-	// Swapped under Cache.mu; read without it.
-	hold    atomic.Pointer[chan struct{}]
-	holding atomic.Int64 // copiers paused now
-	holds   atomic.Int64 // pauses since New
-	heldNs  atomic.Int64 // their total time
-
 	delivered atomic.Int64 // bytes written by all fetches, for the throughput
 	stalls    atomic.Int64
 	stallNs   atomic.Int64
@@ -211,11 +190,7 @@ type flightSched struct {
 	feeds    []*Feed       // feeds that count it
 	dones    []func(error) // the Done callbacks of the Wants waiting for its outcome
 	hint     int64         // expected size, 0 unknown
-	// promoted is closed when a reader joins a prefetch (promoteLocked):
-	// it then no longer yields to demand fetches. nil for a fetch that was
-	// demand from the start, which never yields.
-	promoted chan struct{}
-	recv     atomic.Int64 // bytes its request has delivered so far
+	recv     atomic.Int64  // bytes its request has delivered so far
 }
 
 // unreadPrefetch is the scheduler's part of an entry a prefetch placed and
@@ -489,7 +464,6 @@ func (c *Cache) prefetchLocked(w Want, prio Priority, f *Feed) (PrefetchResult, 
 		fl.rng, fl.version = rng, version
 	}
 	fl.sched.prio, fl.sched.queued, fl.sched.prefetch, fl.sched.hint = prio, true, true, hint
-	fl.sched.promoted = make(chan struct{})
 	if f != nil {
 		fl.sched.feeds = []*Feed{f}
 		f.outstanding++
@@ -570,7 +544,11 @@ func (s *scheduler) outstandingLocked() float64 {
 // (TCP shares it per connection), but measured on the WAN harness it costs
 // more in link time than the reader gains: with the pipe at one
 // bandwidth-delay product or less while readers wait, epoch 1 took 5-15%
-// longer (docs/benchmarks.md).
+// longer (docs/benchmarks.md). Pausing the prefetches already running
+// while a demand fetch runs (their body copy waiting between reads) did not
+// help either: the paused transfers' bytes keep arriving into buffers for
+// most of an object, so a miss waited barely less, and the link delivered
+// 10-20% less (docs/benchmarks.md, issue 14).
 func (s *scheduler) mayStartLocked(prio Priority) bool {
 	if s.inFlightLocked() >= s.limitLocked() {
 		return false
@@ -623,9 +601,6 @@ func (c *Cache) promoteLocked(fl *flight) {
 	}
 	s.stats.Promoted++
 	c.log.Debug("fetch promoted", "key", fl.key, "from", fs.prio, "queued", fs.queued, "recv", fs.recv.Load(), "in_flight", s.inFlightLocked())
-	if fs.promoted != nil {
-		close(fs.promoted) // a copier paused for demand goes on at once
-	}
 	if fs.queued {
 		fs.queued = false
 		s.queued--
@@ -636,77 +611,6 @@ func (c *Cache) promoteLocked(fl *flight) {
 	s.running[fs.prio]--
 	fs.prio = PriorityDemand
 	s.running[PriorityDemand]++
-	s.updateHoldLocked()
-}
-
-// updateHoldLocked closes the gate of background copiers when a demand
-// fetch runs, and opens it when none does.
-func (s *scheduler) updateHoldLocked() {
-	h := s.hold.Load()
-	switch {
-	case s.running[PriorityDemand] > 0 && h == nil:
-		ch := make(chan struct{})
-		s.hold.Store(&ch)
-	case s.running[PriorityDemand] == 0 && h != nil:
-		s.hold.Store(nil)
-		close(*h)
-	}
-}
-
-// Bounds of one pause of a background copier (holdLimitLocked).
-const (
-	holdRTTs       = 4
-	holdMin        = 20 * time.Millisecond
-	holdMax        = 500 * time.Millisecond
-	holdUnmeasured = 200 * time.Millisecond
-)
-
-// holdLimitLocked is the longest one pause of a background copier lasts: a
-// few round trips, so that a transfer is never held long enough for a
-// stall watchdog or a server's send timeout to take it for a dead peer.
-func (s *scheduler) holdLimitLocked() time.Duration {
-	if s.fixedHold > 0 {
-		return s.fixedHold
-	}
-	lat := s.ctl.minLatency()
-	if lat == 0 {
-		return holdUnmeasured
-	}
-	return min(max(holdRTTs*lat, holdMin), holdMax)
-}
-
-// holdForDemand pauses the body copy of fl, a prefetch, while a demand
-// fetch runs: until the last demand fetch ends, fl is promoted, the cache
-// closes, or the pause has lasted holdLimitLocked. It is called between
-// the reads of the body (meteredWriter), so the connection is not read
-// meanwhile and its window closes.
-func (c *Cache) holdForDemand(fl *flight) {
-	s := &c.sched
-	h := s.hold.Load()
-	if h == nil || fl.sched.promoted == nil {
-		return
-	}
-	select {
-	case <-fl.sched.promoted:
-		return
-	default:
-	}
-	c.mu.Lock()
-	limit := s.holdLimitLocked()
-	c.mu.Unlock()
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	start := time.Now()
-	s.holding.Add(1)
-	select {
-	case <-*h:
-	case <-fl.sched.promoted:
-	case <-c.ctx.Done():
-	case <-t.C:
-	}
-	s.holding.Add(-1)
-	s.holds.Add(1)
-	s.heldNs.Add(int64(time.Since(start)))
 }
 
 // launchLocked starts fl's request.
@@ -714,7 +618,6 @@ func (c *Cache) launchLocked(fl *flight) {
 	fl.staleGen = c.staleGen // see MarkStale
 	c.log.Debug("fetch start", "key", fl.key, "priority", fl.sched.prio, "in_flight", c.sched.inFlightLocked())
 	c.sched.running[fl.sched.prio]++
-	c.sched.updateHoldLocked()
 	if c.sched.active == nil {
 		c.sched.active = map[*flight]struct{}{}
 	}
@@ -730,7 +633,6 @@ func (c *Cache) flightEndedLocked(fl *flight, res *fetched, err error) {
 	if !fs.queued {
 		s.running[fs.prio]--
 		delete(s.active, fl)
-		s.updateHoldLocked()
 	}
 	switch {
 	case res != nil:
@@ -888,8 +790,6 @@ func (c *Cache) PrefetchStats() PrefetchStats {
 	st.Stalls = s.stalls.Load()
 	st.StallTime = s.stallNs.Load()
 	st.DemandWaitMax = s.stallMax.Load()
-	st.Holds = s.holds.Load()
-	st.HeldTime = s.heldNs.Load()
 	return st
 }
 
@@ -901,9 +801,6 @@ type meteredWriter struct {
 	written int64
 	total   *atomic.Int64
 	fl      *atomic.Int64 // the flight's own count; nil if none
-	// hold, when set, runs after each write: a prefetch's pause while a
-	// demand fetch runs (holdForDemand).
-	hold func()
 }
 
 func (m *meteredWriter) Write(p []byte) (int, error) {
@@ -915,9 +812,6 @@ func (m *meteredWriter) Write(p []byte) (int, error) {
 	m.total.Add(int64(n))
 	if m.fl != nil {
 		m.fl.Add(int64(n))
-	}
-	if m.hold != nil && err == nil {
-		m.hold()
 	}
 	return n, err
 }
@@ -931,9 +825,6 @@ func (c *Cache) metered(fl *flight, get getFunc) getFunc {
 		if fl != nil {
 			fl.sched.recv.Store(0) // a retry starts over
 			mw.fl = &fl.sched.recv
-			if fl.sched.promoted != nil {
-				mw.hold = func() { c.holdForDemand(fl) }
-			}
 		}
 		v, changed, err := get(mw)
 		if err == nil && !mw.first.IsZero() {
