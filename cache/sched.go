@@ -548,7 +548,7 @@ func (s *scheduler) outstandingLocked() float64 {
 // while a demand fetch runs (their body copy waiting between reads) did not
 // help either: the paused transfers' bytes keep arriving into buffers for
 // most of an object, so a miss waited barely less, and the link delivered
-// 10-20% less (docs/benchmarks.md, issue 14).
+// 20-25% less (docs/benchmarks.md, issue 14).
 func (s *scheduler) mayStartLocked(prio Priority) bool {
 	if s.inFlightLocked() >= s.limitLocked() {
 		return false
