@@ -364,10 +364,10 @@ func (c *Cache) open(ctx context.Context, key, version string, rng span) (*Reade
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
-			c.noteStall(time.Since(waitStart))
+			c.noteStall(fl, time.Since(waitStart))
 			return nil, c.giveUp(ctx, fl)
 		}
-		c.noteStall(time.Since(waitStart))
+		c.noteStall(fl, time.Since(waitStart))
 		switch {
 		case fl.unchanged:
 			continue // the entry is current: open it as a hit

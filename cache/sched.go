@@ -544,7 +544,11 @@ func (s *scheduler) outstandingLocked() float64 {
 // (TCP shares it per connection), but measured on the WAN harness it costs
 // more in link time than the reader gains: with the pipe at one
 // bandwidth-delay product or less while readers wait, epoch 1 took 5-15%
-// longer (docs/benchmarks.md).
+// longer (docs/benchmarks.md). Pausing the prefetches already running
+// while a demand fetch runs (their body copy waiting between reads) did not
+// help either: the paused transfers' bytes keep arriving into buffers for
+// most of an object, so a miss waited barely less, and the link delivered
+// 20-25% less (docs/benchmarks.md, issue 14).
 func (s *scheduler) mayStartLocked(prio Priority) bool {
 	if s.inFlightLocked() >= s.limitLocked() {
 		return false
@@ -596,6 +600,7 @@ func (c *Cache) promoteLocked(fl *flight) {
 		return
 	}
 	s.stats.Promoted++
+	c.log.Debug("fetch promoted", "key", fl.key, "from", fs.prio, "queued", fs.queued, "recv", fs.recv.Load(), "in_flight", s.inFlightLocked())
 	if fs.queued {
 		fs.queued = false
 		s.queued--
@@ -754,8 +759,9 @@ func (c *Cache) unprotectOldestLocked(need int64) bool {
 	return lifted
 }
 
-// noteStall records how long an Open waited for a fetch.
-func (c *Cache) noteStall(d time.Duration) {
+// noteStall records how long an Open waited for fl.
+func (c *Cache) noteStall(fl *flight, d time.Duration) {
+	c.log.Debug("open waited", "key", fl.key, "wait", d)
 	s := &c.sched
 	s.stalls.Add(1)
 	s.stallNs.Add(int64(d))
