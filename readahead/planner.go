@@ -38,6 +38,8 @@ package readahead
 //     background (a cache Feed), so the epoch is bounded by the link rather
 //     than by one round trip per chunk. It starts only once the order has
 //     been seen to be non-sequential, so the first reads get the whole link.
+//     An array first read after the fill started (DataLoader workers read
+//     their batches' images before any reads a label) joins it if it fits.
 //     When the arrays do not fit, only predictions are fetched, and the
 //     cache never evicts unread prefetched data to make room for more.
 //
@@ -161,6 +163,7 @@ type Stats struct {
 	FillsStarted     int64 `json:"fills_started"`     // background fills of shuffled groups
 	FillsCancelled   int64 `json:"fills_cancelled"`   // fills stopped because runs explained the order
 	FillsTooLarge    int64 `json:"fills_too_large"`   // shuffled groups larger than the cache: predictions only
+	FillsJoined      int64 `json:"fills_joined"`      // arrays first read while their group's fill ran, added to it
 	Narrowed         int64 `json:"narrowed"`          // slab predictions cut to the chunk read, as readers read little of a slab
 }
 
@@ -246,6 +249,22 @@ type lockGroup struct {
 	misses  int64
 	fill    FeedHandle // background fill in progress, or nil
 	filled  bool       // a fill ran (or was refused as too large): not again
+	// joined are the fills of arrays first read while fill ran (joinFillLocked);
+	// inFill is every array a fill covers or was refused for.
+	joined []FeedHandle
+	inFill map[*arrayInfo]bool
+}
+
+// takeFillsLocked ends g's fill: it returns the feeds to cancel (after
+// Planner.mu is released) and forgets them.
+func (g *lockGroup) takeFillsLocked() []FeedHandle {
+	var feeds []FeedHandle
+	if g.fill != nil {
+		feeds = append(feeds, g.fill)
+	}
+	feeds = append(feeds, g.joined...)
+	g.fill, g.joined, g.inFill = nil, nil, nil
+	return feeds
 }
 
 // slabSeen is what readers read of one slab: per array (by idx), the
@@ -388,9 +407,7 @@ func New(store *store.Store, sink Sink, budget int64, log *slog.Logger) *Planner
 // forgetting what was learnt; it returns the fills to cancel.
 func (p *Planner) buildLocked(store *store.Store) (stale []FeedHandle) {
 	for _, g := range p.groups {
-		if g.fill != nil {
-			stale = append(stale, g.fill)
-		}
+		stale = append(stale, g.takeFillsLocked()...)
 	}
 	p.store = store
 	p.manifest.Store(store.Manifest)
@@ -460,6 +477,15 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	g := a.group
 	s := coords[0]
 	a.lastVisit = g.visits
+	if p.joinFillLocked(g, a) {
+		p.mu.Unlock()
+		p.startJoinedFill(g, a)
+		p.mu.Lock()
+		if p.arrays[arr] != a || p.closed {
+			p.mu.Unlock()
+			return // rebuilt or closed meanwhile
+		}
+	}
 	if g.isRecent(s) {
 		g.trackLocked(s).mark(a, coords)
 		p.mu.Unlock()
@@ -472,8 +498,8 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	}
 	p.mu.Unlock()
 
-	if cancelFill != nil {
-		cancelFill.Cancel()
+	for _, f := range cancelFill {
+		f.Cancel()
 	}
 	// Lockstep: the rest of this slab (or the chunk the reader reads), every
 	// active array.
@@ -555,7 +581,7 @@ func (g *lockGroup) isActive(a *arrayInfo) bool {
 // updates the streams and says what to ask for of this slab (plan) and of
 // each slab ahead (runPlan), which slabs to ask for ahead, and whether to
 // start or cancel the background fill.
-func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan, runPlan []target, reqs []slabReq, startFill bool, cancelFill FeedHandle) {
+func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int64) (plan, runPlan []target, reqs []slabReq, startFill bool, cancelFill []FeedHandle) {
 	i := g.visits % recentSlabs
 	if g.visits >= recentSlabs {
 		if e := g.findTrack(g.recent[i]); e != nil {
@@ -615,8 +641,7 @@ func (p *Planner) visitLocked(g *lockGroup, s int64, a *arrayInfo, coords []int6
 	case g.fill != nil && g.hits >= 4 && g.hits > 2*g.misses:
 		// The order turned out to be runs (interleaved readers, say): their
 		// windows fetch what is needed.
-		cancelFill = g.fill
-		g.fill = nil
+		cancelFill = g.takeFillsLocked()
 		p.stats.FillsCancelled++
 	case g.fill == nil && !g.filled && g.visits >= 2 && st.stride == 0 && g.misses > 0:
 		g.filled = true
@@ -897,8 +922,50 @@ func (p *Planner) startFill(g *lockGroup, arrays []*arrayInfo) {
 		return
 	}
 	g.fill = h
+	g.inFill = map[*arrayInfo]bool{}
+	for _, a := range arrays {
+		g.inFill[a] = true
+	}
 	p.mu.Unlock()
 	p.log.Debug("prefetch: shuffled reads; filling the cache in the background", "arrays", len(arrays), "slabs", g.nslabs)
+}
+
+// joinFillLocked says whether a, just read, should join g's running fill:
+// it was not read when the fill started (DataLoader workers each read the
+// images of their batch before any reads its labels, so the labels look
+// idle then) and the fill with it still fits the cache budget. Without
+// this, such an array is fetched one round trip per chunk all epoch long.
+func (p *Planner) joinFillLocked(g *lockGroup, a *arrayInfo) bool {
+	if g.fill == nil || g.inFill[a] {
+		return false
+	}
+	g.inFill[a] = true // asked once, whatever the answer
+	total := p.arrayBytesLocked(a)
+	for b := range g.inFill {
+		if b != a {
+			total += p.arrayBytesLocked(b)
+		}
+	}
+	if total > fillShare*float64(p.budget) {
+		return false
+	}
+	p.stats.FillsJoined++
+	return true
+}
+
+// startJoinedFill starts the background fill of a, which joins g's fill
+// (joinFillLocked): it ends with it.
+func (p *Planner) startJoinedFill(g *lockGroup, a *arrayInfo) {
+	h := p.sink.StartFeed(p.slabFeed([]*arrayInfo{a}, 0, g.nslabs))
+	p.mu.Lock()
+	if p.closed || g.fill == nil || !g.inFill[a] {
+		p.mu.Unlock()
+		h.Cancel() // the fill ended meanwhile
+		return
+	}
+	g.joined = append(g.joined, h)
+	p.mu.Unlock()
+	p.log.Debug("prefetch: an array read since the fill started joins it", "array", a.node.Path)
 }
 
 // slabFeed returns a generator of the keys of slabs [lo, hi) of arrays, slab
@@ -1003,10 +1070,7 @@ func (p *Planner) StopFills() {
 	p.mu.Lock()
 	var fills []FeedHandle
 	for _, g := range p.groups {
-		if g.fill != nil {
-			fills = append(fills, g.fill)
-			g.fill = nil
-		}
+		fills = append(fills, g.takeFillsLocked()...)
 	}
 	p.mu.Unlock()
 	for _, f := range fills {

@@ -360,3 +360,43 @@ func TestPlannerMissHalvesWindow(t *testing.T) {
 		t.Fatalf("after the miss and slab 6 the run asked for %v, want %v (the window halved by the miss)", head(got, 6), want)
 	}
 }
+
+// TestPlannerLateArrayJoinsFill: DataLoader workers each read the images of
+// their batch before any reads the labels, so when the shuffled order shows
+// and the fill starts, only x has been read. The labels join the fill when
+// first read instead of costing a round trip per chunk all epoch; a fill
+// stopped by StopFills stops both feeds.
+func TestPlannerLateArrayJoinsFill(t *testing.T) {
+	p, sink, store := newTestPlanner(t, 50, 1<<30)
+	for _, i := range []int64{31, 7, 44, 12, 3, 27} {
+		read(t, p, store, xKey(i), 25000)
+	}
+	if len(sink.feeds) != 1 {
+		t.Fatalf("%d fills after shuffled reads of x, want 1", len(sink.feeds))
+	}
+	read(t, p, store, yKey(31), 100)
+	read(t, p, store, yKey(7), 100)
+	if len(sink.feeds) != 2 {
+		t.Fatalf("%d fills after y was first read, want 2 (y joins the fill, once)", len(sink.feeds))
+	}
+	var got []string
+	for {
+		w, ok := sink.feeds[1].next()
+		if !ok {
+			break
+		}
+		got = append(got, w.Key)
+	}
+	if len(got) != 50 || got[0] != yKey(0) || got[49] != yKey(49) {
+		t.Fatalf("the joined fill gives %d keys (%v…), want y's 50 chunks", len(got), head(got, 3))
+	}
+	if st := p.Stats(); st.FillsStarted != 1 || st.FillsJoined != 1 {
+		t.Fatalf("stats %+v, want one fill started and one array joined", st)
+	}
+	p.StopFills()
+	for i, f := range sink.feeds {
+		if !f.cancelled {
+			t.Errorf("feed %d still runs after StopFills", i)
+		}
+	}
+}
