@@ -249,9 +249,8 @@ type lockGroup struct {
 	misses  int64
 	fill    FeedHandle // background fill in progress, or nil
 	filled  bool       // a fill ran (or was refused as too large): not again
-	// joined are the fills of arrays first read while fill ran (joinFillLocked);
-	// inFill is every array a fill covers or was refused for.
-	joined []FeedHandle
+	// inFill holds every array the fill covers (true) or was refused for
+	// (false) (joinFillLocked).
 	inFill map[*arrayInfo]bool
 }
 
@@ -262,8 +261,7 @@ func (g *lockGroup) takeFillsLocked() []FeedHandle {
 	if g.fill != nil {
 		feeds = append(feeds, g.fill)
 	}
-	feeds = append(feeds, g.joined...)
-	g.fill, g.joined, g.inFill = nil, nil, nil
+	g.fill, g.inFill = nil, nil
 	return feeds
 }
 
@@ -477,9 +475,9 @@ func (p *Planner) Access(store *store.Store, arr *zarr.Node, coords []int64, key
 	g := a.group
 	s := coords[0]
 	a.lastVisit = g.visits
-	if p.joinFillLocked(g, a) {
+	if arrays, old := p.joinFillLocked(g, a); arrays != nil {
 		p.mu.Unlock()
-		p.startJoinedFill(g, a)
+		p.restartFill(g, arrays, old)
 		p.mu.Lock()
 		if p.arrays[arr] != a || p.closed {
 			p.mu.Unlock()
@@ -930,42 +928,50 @@ func (p *Planner) startFill(g *lockGroup, arrays []*arrayInfo) {
 	p.log.Debug("prefetch: shuffled reads; filling the cache in the background", "arrays", len(arrays), "slabs", g.nslabs)
 }
 
-// joinFillLocked says whether a, just read, should join g's running fill:
-// it was not read when the fill started (DataLoader workers each read the
+// joinFillLocked decides whether a, just read, joins g's running fill: it
+// was not read when the fill started (DataLoader workers each read the
 // images of their batch before any reads its labels, so the labels look
 // idle then) and the fill with it still fits the cache budget. Without
 // this, such an array is fetched one round trip per chunk all epoch long.
-func (p *Planner) joinFillLocked(g *lockGroup, a *arrayInfo) bool {
-	if g.fill == nil || g.inFill[a] {
-		return false
+// It returns the arrays of the new fill and the feed it replaces, or nil.
+func (p *Planner) joinFillLocked(g *lockGroup, a *arrayInfo) ([]*arrayInfo, FeedHandle) {
+	if _, asked := g.inFill[a]; g.fill == nil || asked {
+		return nil, nil
 	}
 	g.inFill[a] = true // asked once, whatever the answer
-	total := p.arrayBytesLocked(a)
-	for b := range g.inFill {
-		if b != a {
+	var arrays []*arrayInfo
+	var total float64
+	for _, b := range g.arrays { // the group's order, as startFill's
+		if g.inFill[b] {
+			arrays = append(arrays, b)
 			total += p.arrayBytesLocked(b)
 		}
 	}
 	if total > fillShare*float64(p.budget) {
-		return false
+		g.inFill[a] = false // refused: not asked again
+		return nil, nil
 	}
 	p.stats.FillsJoined++
-	return true
+	return arrays, g.fill
 }
 
-// startJoinedFill starts the background fill of a, which joins g's fill
-// (joinFillLocked): it ends with it.
-func (p *Planner) startJoinedFill(g *lockGroup, a *arrayInfo) {
-	h := p.sink.StartFeed(p.slabFeed([]*arrayInfo{a}, 0, g.nslabs))
+// restartFill replaces g's fill (old) by one over arrays, from the first
+// slab again: one feed that goes slab by slab over every array, so that
+// slabs complete in order (a second feed for the new array alone would
+// wait behind the first). What the old fill fetched is found present in
+// the cache and skipped without a request.
+func (p *Planner) restartFill(g *lockGroup, arrays []*arrayInfo, old FeedHandle) {
+	h := p.sink.StartFeed(p.slabFeed(arrays, 0, g.nslabs))
 	p.mu.Lock()
-	if p.closed || g.fill == nil || !g.inFill[a] {
+	if p.closed || g.fill != old {
 		p.mu.Unlock()
-		h.Cancel() // the fill ended meanwhile
+		h.Cancel() // the fill ended or was replaced meanwhile
 		return
 	}
-	g.joined = append(g.joined, h)
+	g.fill = h
 	p.mu.Unlock()
-	p.log.Debug("prefetch: an array read since the fill started joins it", "array", a.node.Path)
+	old.Cancel()
+	p.log.Debug("prefetch: an array read since the fill started joins it", "arrays", len(arrays), "slabs", g.nslabs)
 }
 
 // slabFeed returns a generator of the keys of slabs [lo, hi) of arrays, slab

@@ -363,9 +363,9 @@ func TestPlannerMissHalvesWindow(t *testing.T) {
 
 // TestPlannerLateArrayJoinsFill: DataLoader workers each read the images of
 // their batch before any reads the labels, so when the shuffled order shows
-// and the fill starts, only x has been read. The labels join the fill when
-// first read instead of costing a round trip per chunk all epoch; a fill
-// stopped by StopFills stops both feeds.
+// and the fill starts, only x has been read. When y is first read the fill
+// is restarted over both, slab by slab (so that slabs complete in order),
+// instead of y costing a round trip per chunk all epoch; once only.
 func TestPlannerLateArrayJoinsFill(t *testing.T) {
 	p, sink, store := newTestPlanner(t, 50, 1<<30)
 	for _, i := range []int64{31, 7, 44, 12, 3, 27} {
@@ -377,7 +377,10 @@ func TestPlannerLateArrayJoinsFill(t *testing.T) {
 	read(t, p, store, yKey(31), 100)
 	read(t, p, store, yKey(7), 100)
 	if len(sink.feeds) != 2 {
-		t.Fatalf("%d fills after y was first read, want 2 (y joins the fill, once)", len(sink.feeds))
+		t.Fatalf("%d fills after y was first read, want 2 (the fill restarted with y, once)", len(sink.feeds))
+	}
+	if !sink.feeds[0].cancelled {
+		t.Error("the fill of x alone still runs beside the new one")
 	}
 	var got []string
 	for {
@@ -387,16 +390,18 @@ func TestPlannerLateArrayJoinsFill(t *testing.T) {
 		}
 		got = append(got, w.Key)
 	}
-	if len(got) != 50 || got[0] != yKey(0) || got[49] != yKey(49) {
-		t.Fatalf("the joined fill gives %d keys (%v…), want y's 50 chunks", len(got), head(got, 3))
+	var want []string
+	for s := int64(0); s < 50; s++ {
+		want = append(want, xKey(s), yKey(s))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the new fill gives %v…, want x and y slab by slab: %v…", head(got, 4), head(want, 4))
 	}
 	if st := p.Stats(); st.FillsStarted != 1 || st.FillsJoined != 1 {
 		t.Fatalf("stats %+v, want one fill started and one array joined", st)
 	}
 	p.StopFills()
-	for i, f := range sink.feeds {
-		if !f.cancelled {
-			t.Errorf("feed %d still runs after StopFills", i)
-		}
+	if !sink.feeds[1].cancelled {
+		t.Error("the restarted fill still runs after StopFills")
 	}
 }
