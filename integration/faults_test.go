@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/storetest"
 )
 
 // faultStores is the data the fault tests read: a v2 store of small chunks and one big
@@ -82,18 +84,8 @@ func writeFaultStores(t testing.TB) *faultStores {
 	// v3: two shards of 8x8 inner chunks of 64x64 int32 (16 KiB each), some not stored.
 	const side, shard, inner = 512, 512, 64
 	put("v3.zarr/zarr.json", []byte(`{"zarr_format": 3, "node_type": "group", "attributes": {}}`), false)
-	put("v3.zarr/s/zarr.json", js(map[string]any{
-		"zarr_format": 3, "node_type": "array", "shape": []int{2 * side, side}, "data_type": "int32",
-		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{shard, shard}}},
-		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
-		"fill_value":         0, "attributes": map[string]any{},
-		"codecs": []any{map[string]any{"name": "sharding_indexed", "configuration": map[string]any{
-			"chunk_shape":    []int{inner, inner},
-			"codecs":         []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}},
-			"index_codecs":   []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}, map[string]any{"name": "crc32c"}},
-			"index_location": "end",
-		}}},
-	}), false)
+	put("v3.zarr/s/zarr.json", js(storetest.ShardedArray{Shape: []int{2 * side, side}, Shard: []int{shard, shard},
+		Inner: []int{inner, inner}, DataType: "int32", Fill: 0}.Meta()), false)
 	const inners = (shard / inner) * (shard / inner)
 	for si := range 2 {
 		var data []byte

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/storetest"
 )
 
 // A sharded v3 store big enough for ranged reads: array "temp" of int32, shape
@@ -28,21 +30,15 @@ const (
 )
 
 func shardedArrayMeta() map[string]any {
-	return map[string]any{
-		"zarr_format": 3, "node_type": "array", "shape": []int{shardedSide, shardedSide}, "data_type": "int32",
-		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{shardedShard, shardedShard}}},
-		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
-		"fill_value":         -1, "attributes": map[string]any{"units": "K"},
-		"codecs": []any{map[string]any{"name": "sharding_indexed", "configuration": map[string]any{
-			"chunk_shape": []int{shardedInner, shardedInner},
-			"codecs": []any{
-				map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}},
-				map[string]any{"name": "gzip", "configuration": map[string]any{"level": 1}},
-			},
-			"index_codecs":   []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}, map[string]any{"name": "crc32c"}},
-			"index_location": "end",
-		}}},
-	}
+	return storetest.ShardedArray{
+		Shape: []int{shardedSide, shardedSide}, Shard: []int{shardedShard, shardedShard},
+		Inner: []int{shardedInner, shardedInner}, DataType: "int32", Fill: -1,
+		Attributes: map[string]any{"units": "K"},
+		InnerCodecs: []any{
+			map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}},
+			map[string]any{"name": "gzip", "configuration": map[string]any{"level": 1}},
+		},
+	}.Meta()
 }
 
 // writeShardedStore writes the store under dir/sharded.zarr and returns its path.

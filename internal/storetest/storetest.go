@@ -105,15 +105,40 @@ const (
 )
 
 func ShardArrayMeta() map[string]any {
+	return ShardedArray{Shape: []int{2 * ShardSide, ShardSide}, Shard: []int{ShardSide, ShardSide},
+		Inner: []int{ShardInner, ShardInner}, DataType: "int32", Fill: 0}.Meta()
+}
+
+// ShardedArray describes the zarr.json of a v3 array of sharding_indexed
+// shards (index at the end, little-endian with crc32c), for tests that
+// write or parse one.
+type ShardedArray struct {
+	Shape, Shard, Inner []int
+	DataType            string
+	Fill                any
+	Attributes          map[string]any // nil: none
+	InnerCodecs         []any          // nil: bytes, little-endian
+}
+
+// Meta is the array's zarr.json document.
+func (a ShardedArray) Meta() map[string]any {
+	little := map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}
+	inner, attrs := a.InnerCodecs, a.Attributes
+	if inner == nil {
+		inner = []any{little}
+	}
+	if attrs == nil {
+		attrs = map[string]any{}
+	}
 	return map[string]any{
-		"zarr_format": 3, "node_type": "array", "shape": []int{2 * ShardSide, ShardSide}, "data_type": "int32",
-		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{ShardSide, ShardSide}}},
+		"zarr_format": 3, "node_type": "array", "shape": a.Shape, "data_type": a.DataType,
+		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": a.Shard}},
 		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
-		"fill_value":         0, "attributes": map[string]any{},
+		"fill_value":         a.Fill, "attributes": attrs,
 		"codecs": []any{map[string]any{"name": "sharding_indexed", "configuration": map[string]any{
-			"chunk_shape":    []int{ShardInner, ShardInner},
-			"codecs":         []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}},
-			"index_codecs":   []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}, map[string]any{"name": "crc32c"}},
+			"chunk_shape":    a.Inner,
+			"codecs":         inner,
+			"index_codecs":   []any{little, map[string]any{"name": "crc32c"}},
 			"index_location": "end",
 		}}},
 	}

@@ -16,21 +16,12 @@ import (
 // gzip'ed, so their stored sizes are whatever a test's shard says.
 func smallInnerArray(t *testing.T) *zarr.Array {
 	t.Helper()
-	meta := map[string]any{
-		"zarr_format": 3, "node_type": "array", "shape": []int{64, 64}, "data_type": "uint8",
-		"chunk_grid":         map[string]any{"name": "regular", "configuration": map[string]any{"chunk_shape": []int{64, 64}}},
-		"chunk_key_encoding": map[string]any{"name": "default", "configuration": map[string]any{"separator": "/"}},
-		"fill_value":         0, "attributes": map[string]any{},
-		"codecs": []any{map[string]any{"name": "sharding_indexed", "configuration": map[string]any{
-			"chunk_shape": []int{8, 8},
-			"codecs": []any{
-				map[string]any{"name": "bytes"},
-				map[string]any{"name": "gzip", "configuration": map[string]any{"level": 1}},
-			},
-			"index_codecs":   []any{map[string]any{"name": "bytes", "configuration": map[string]any{"endian": "little"}}, map[string]any{"name": "crc32c"}},
-			"index_location": "end",
-		}}},
-	}
+	meta := storetest.ShardedArray{Shape: []int{64, 64}, Shard: []int{64, 64}, Inner: []int{8, 8}, DataType: "uint8", Fill: 0,
+		InnerCodecs: []any{
+			map[string]any{"name": "bytes"},
+			map[string]any{"name": "gzip", "configuration": map[string]any{"level": 1}},
+		},
+	}.Meta()
 	_, arr, err := zarr.ParseV3Node(storetest.MustJSON(t, meta))
 	if err != nil {
 		t.Fatal(err)
