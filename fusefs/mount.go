@@ -23,6 +23,7 @@ type Mount struct {
 	mountpoint string
 	conn       *fuse.Conn
 	served     chan error
+	requests   *requestCounters
 }
 
 // CheckFusermount says whether fusermount3, which mounts and unmounts
@@ -44,6 +45,7 @@ func Serve(mountpoint string, core *vfs.FS, opts MountOptions) (*Mount, error) {
 		fuse.ReadOnly(),
 		fuse.DefaultPermissions(),
 		fuse.MaxReadahead(1 << 20),
+		fuse.AsyncRead(),
 	}
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
@@ -53,10 +55,11 @@ func Serve(mountpoint string, core *vfs.FS, opts MountOptions) (*Mount, error) {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys := newFS(core, opts.Options)
-	srv := fusefs.New(conn, nil)
+	requests := &requestCounters{}
+	srv := fusefs.New(conn, &fusefs.Config{WithContext: requests.count})
 	fsys.server = srv
 	core.SetInvalidator(fsys)
-	m := &Mount{mountpoint: mountpoint, conn: conn, served: make(chan error, 1)}
+	m := &Mount{mountpoint: mountpoint, conn: conn, served: make(chan error, 1), requests: requests}
 	go func() { m.served <- srv.Serve(fsys) }()
 	return m, nil
 }
@@ -69,6 +72,9 @@ func (m *Mount) Wait() error {
 	_ = m.conn.Close()
 	return err
 }
+
+// KernelStats counts the requests the kernel sent so far.
+func (m *Mount) KernelStats() KernelStats { return m.requests.stats() }
 
 // Unmount asks the kernel to detach the mount. A busy mount stays mounted
 // unless lazy is set, in which case it is detached now and vanishes when its

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/zarrfs/zarrfs/cache"
 	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/readahead"
@@ -209,6 +211,7 @@ type mountStats struct {
 	Prefetch    vfs.PrefetchStats  `json:"prefetch"`
 	Order       *vfs.OrderProgress `json:"order,omitempty"` // the announced read order
 	Ranged      vfs.RangedStats    `json:"ranged"`          // shards and big objects read by blocks
+	Kernel      fusefs.KernelStats `json:"kernel"`          // requests from the kernel, by operation
 	LastRefresh *vfs.RefreshReport `json:"last_refresh,omitempty"`
 	// SkippedNodes are the groups and arrays left out of the mount because
 	// their metadata or names cannot be used (always a list, maybe empty).
@@ -236,8 +239,24 @@ func (m *session) Stats() mountStats {
 		Remote:      m.origin.Stats(),
 		Prefetch:    m.fs.PrefetchStats(),
 		Ranged:      m.fs.RangedStats(),
+		Kernel:      m.mount.KernelStats(),
 		// Never null: scripts can count it without a check.
 		SkippedNodes: append([]store.Skipped{}, st.Skipped...),
+	}
+}
+
+// summary is what the log says of a mount's life when it ends: enough to
+// tell where a benchmark's or a training run's time went without having
+// polled zarrfs stats before the unmount.
+func (m *session) summary() []any {
+	s := m.Stats()
+	p := s.Prefetch
+	return []any{
+		"hits", s.Cache.Hits, "misses", s.Cache.Misses,
+		"received", humanize.IBytes(uint64(s.Remote.BytesReceived)), "requests", s.Remote.Requests,
+		"prefetched", humanize.IBytes(uint64(p.Bytes)), "prefetch_wasted", humanize.IBytes(uint64(p.WastedBytes)),
+		"stalls", p.Stalls, "stall_time", time.Duration(p.StallTime).Round(time.Millisecond),
+		"kernel", s.Kernel.String(),
 	}
 }
 

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -151,6 +153,12 @@ func writeMetrics(w io.Writer, s *statsView, now time.Time) {
 	metric("zarrfs_ranged_bad_indexes_total", "counter", "Shard indexes that failed to parse (the shard is read in fixed blocks).", one(float64(rg.BadIndexes)))
 	metric("zarrfs_ranged_prefetch_dropped_total", "counter", "Predicted shards not prefetched because the expansion queue was full.", one(float64(rg.Dropped)))
 	metric("zarrfs_ranged_unsupported", "gauge", "1 when the origin ignores byte ranges and objects are read whole.", one(boolValue(rg.Unsupported)))
+
+	var kernel []sample
+	for _, op := range slices.Sorted(maps.Keys(s.Kernel.ByOp)) {
+		kernel = append(kernel, sample{labels: labels("op", op), value: float64(s.Kernel.ByOp[op])})
+	}
+	metric("zarrfs_kernel_requests_total", "counter", "Requests the kernel sent the mount, by operation (each synchronous one is a round trip for the reader).", kernel...)
 
 	if p := s.Prefetch; p != nil {
 		metric("zarrfs_prefetch_bytes_total", "counter", "Bytes fetched ahead of reads.", one(float64(p.Bytes)))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zarrfs/zarrfs/fusefs"
 	"github.com/zarrfs/zarrfs/remote"
 	"github.com/zarrfs/zarrfs/vfs"
 )
@@ -32,6 +33,7 @@ func sampleStats() *statsView {
 	s.Remote.Failures = 1
 	s.Cache.RangeEntries, s.Cache.RangeBytes = 40, 10<<20
 	s.Ranged = vfs.RangedStats{Objects: 5, BlockOpens: 17, Tables: 3, BadIndexes: 1, Unsupported: true}
+	s.Kernel = fusefs.KernelStats{Requests: 12, ByOp: map[string]int64{"open": 5, "read": 7, "flush": 0}}
 	s.PID = 4242
 	s.Prefetch = &prefetchView{Bytes: 1 << 30, UsedBytes: 700 << 20, LateBytes: 100 << 20, UnreadBytes: 100 << 20, WastedBytes: 124 << 20,
 		Stalls: 12, StallNs: int64(3 * time.Second), StallMaxNs: int64(800 * time.Millisecond)}
@@ -92,6 +94,8 @@ func TestWriteMetrics(t *testing.T) {
 		"zarrfs_ranged_indexes_total":                  3,
 		"zarrfs_ranged_bad_indexes_total":              1,
 		"zarrfs_ranged_unsupported":                    1,
+		`zarrfs_kernel_requests_total{op="open"}`:      5,
+		`zarrfs_kernel_requests_total{op="flush"}`:     0,
 	} {
 		if got, ok := values[name]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
@@ -116,12 +120,13 @@ func TestRenderStats(t *testing.T) {
 		"3 failed attempts (2 5xx, 1 stalled), 1 requests failed after retries",
 		"1.0 GiB fetched ahead: 800 MiB used, 100 MiB not read yet, 124 MiB wasted",
 		"12 reads waited for the network, 3s in all (longest 800ms)",
+		"kernel    12 requests: 5 open, 7 read\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if n := strings.Count(out, "\n"); n > 10 {
+	if n := strings.Count(out, "\n"); n > 11 { // one line per subject, every subject present
 		t.Errorf("%d lines; keep it compact:\n%s", n, out)
 	}
 

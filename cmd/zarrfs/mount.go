@@ -336,7 +336,7 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	go func() { done <- m.Wait() }()
 	select {
 	case err := <-done:
-		log.Info("unmounted", "mountpoint", mnt)
+		log.Info("unmounted", append([]any{"mountpoint", mnt}, m.summary()...)...)
 		return err
 	case <-ctx.Done():
 	}
@@ -352,7 +352,7 @@ func mountForeground(url, mnt string, f mountFlags) (err error) {
 	}
 	select {
 	case err := <-done:
-		log.Info("unmounted", "mountpoint", mnt)
+		log.Info("unmounted", append([]any{"mountpoint", mnt}, m.summary()...)...)
 		return err
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("file system still serving 30s after unmount of %s; exiting", mnt)

@@ -253,6 +253,10 @@ func renderStats(s, prev *statsView, elapsed time.Duration, now time.Time) strin
 		line("ranges", "%s", ranged)
 	}
 
+	if s.Kernel.Requests > 0 {
+		line("kernel", "%s", s.Kernel)
+	}
+
 	if r := s.LastRefresh; r != nil {
 		ago := roundDuration(now.Sub(r.At))
 		switch {
