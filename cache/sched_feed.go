@@ -22,11 +22,13 @@ type FeedProgress struct {
 	Cancelled    bool  `json:"cancelled"`
 }
 
-// Feed hands out keys to prefetch at PriorityLow, one at a time as request
-// slots free up, and tracks them until they are on disk.
+// Feed hands out keys to prefetch at its priority (PriorityLow unless
+// added with AddFeedAt), one at a time as request slots free up, and
+// tracks them until they are on disk.
 type Feed struct {
 	c    *Cache
 	next func() (Want, bool)
+	prio Priority // PriorityHigh or PriorityLow
 	done chan struct{}
 
 	// Guarded by Cache.mu.
@@ -48,7 +50,23 @@ type Feed struct {
 // goroutine, never with the cache's lock held, and must not block; it
 // returns ok == false when it has no more keys.
 func (c *Cache) AddFeed(next func() (Want, bool)) *Feed {
-	f := &Feed{c: c, next: next, done: make(chan struct{})}
+	return c.AddFeedAt(PriorityLow, next)
+}
+
+// AddFeedAt is AddFeed at priority p: while a feed at PriorityHigh has keys
+// to hand out, feeds at PriorityLow wait, and its keys are queued ahead of
+// theirs. Feeds of one priority take turns. For a plan that is better than
+// the others running, such as a reader's announced order beside a fill of
+// the whole store; p is PriorityHigh or PriorityLow (Urgent counts as High:
+// feeds never skip the link budget).
+func (c *Cache) AddFeedAt(p Priority, next func() (Want, bool)) *Feed {
+	if p < PriorityHigh {
+		p = PriorityHigh
+	}
+	if p > PriorityLow {
+		p = PriorityLow
+	}
+	f := &Feed{c: c, next: next, prio: p, done: make(chan struct{})}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -198,7 +216,7 @@ func (c *Cache) pullFeeds() {
 				c.dropFeedLocked(f)
 				c.feedCheckDoneLocked(f)
 			default:
-				res, size, err := c.prefetchLocked(w, PriorityLow, f)
+				res, size, err := c.prefetchLocked(w, f.prio, f)
 				switch {
 				case res == PrefetchQueued:
 					queued++
@@ -240,15 +258,24 @@ func (c *Cache) pullFeeds() {
 }
 
 // feedToPullLocked picks the next feed to pull from and how many keys it
-// may queue now: none while low-priority fetches wait in their queue, while
-// the limit on requests in flight is reached, or without prefetch room.
+// may queue now: none while fetches of the feeds' priority wait in their
+// queue, while the limit on requests in flight is reached, or without
+// prefetch room.
 func (c *Cache) feedToPullLocked() (*Feed, int) {
 	s := &c.sched
 	if len(s.feeds) == 0 || c.closed {
 		return nil, 0
 	}
-	for _, fl := range s.queues[PriorityLow] {
-		if fl.sched.queued && fl.sched.prio == PriorityLow {
+	// The feeds of the best priority present take turns; the others wait
+	// until those have handed out every key.
+	prio := PriorityLow
+	for _, f := range s.feeds {
+		prio = min(prio, f.prio)
+	}
+	// Pull only as the queue of that priority drains, so that keys are
+	// taken from a feed when a slot is about to free up, not all at once.
+	for _, fl := range s.queues[prio] {
+		if fl.sched.queued && fl.sched.prio == prio {
 			return nil, 0
 		}
 	}
@@ -256,8 +283,13 @@ func (c *Cache) feedToPullLocked() (*Feed, int) {
 	if room <= 0 || !c.prefetchRoomLocked() {
 		return nil, 0
 	}
-	s.feedRR = (s.feedRR + 1) % len(s.feeds)
-	return s.feeds[s.feedRR], room
+	for range s.feeds {
+		s.feedRR = (s.feedRR + 1) % len(s.feeds)
+		if f := s.feeds[s.feedRR]; f.prio == prio {
+			return f, room
+		}
+	}
+	return nil, 0 // not reached: a feed of prio exists
 }
 
 // closeSchedLocked ends what Close must end: queued flights fail with

@@ -480,3 +480,49 @@ func TestScheduleKeepsPipeFull(t *testing.T) {
 		t.Fatal("an urgent prefetch held back by the pipe")
 	}
 }
+
+// TestHighFeedGoesFirst: a feed added at PriorityHigh (a reader's announced
+// order) is pulled before a PriorityLow feed that was there first (a fill of
+// the whole store), which resumes once the high one has handed out its
+// keys; without the priority the two would take turns.
+func TestHighFeedGoesFirst(t *testing.T) {
+	src := newMemSource()
+	var low, high []string
+	for i := range 12 {
+		low = append(low, fmt.Sprintf("low/%02d", i))
+		src.put(low[i], 100)
+	}
+	for i := range 6 {
+		high = append(high, fmt.Sprintf("high/%02d", i))
+		src.put(high[i], 100)
+	}
+	gate := src.hold(low[0])
+	src.started = make(chan string, len(low)+len(high))
+	c := newTestCache(t, 1<<20, src)
+	c.mu.Lock()
+	c.sched.fixedLimit = 1 // one request at a time: the start order is the pull order
+	c.mu.Unlock()
+
+	lowFeed := c.AddFeed(sliceFeed(low))
+	if got := <-src.started; got != low[0] {
+		t.Fatalf("first request for %s, want %s", got, low[0])
+	}
+	highFeed := c.AddFeedAt(PriorityHigh, sliceFeed(high))
+	close(gate)
+	for _, f := range []*Feed{highFeed, lowFeed} {
+		select {
+		case <-f.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("feed not done: %+v", f.Progress())
+		}
+	}
+	close(src.started)
+	order := []string{low[0]} // taken from started above
+	for k := range src.started {
+		order = append(order, k)
+	}
+	want := append(append([]string{low[0]}, high...), low[1:]...)
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("requests in the order\n%v\nwant the high feed's right after the running one:\n%v", order, want)
+	}
+}

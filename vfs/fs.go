@@ -49,6 +49,8 @@ type Cache interface {
 	OpenRange(ctx context.Context, key, version string, off, n int64) (*cache.Reader, error)
 	Prefetch(w cache.Want, class cache.Priority) cache.PrefetchResult
 	AddFeed(next func() (cache.Want, bool)) *cache.Feed
+	// AddFeedAt adds a feed pulled before those of a lower priority.
+	AddFeedAt(p cache.Priority, next func() (cache.Want, bool)) *cache.Feed
 	PrefetchStats() cache.PrefetchStats
 	// MarkStale makes every entry be revalidated before its next Open.
 	MarkStale()

@@ -129,7 +129,9 @@ func (f *FS) SetOrder(targets []OrderTarget) (OrderProgress, error) {
 	// The order is better than any guess: the planner's fills would only
 	// compete with it for the link.
 	f.planner.StopFills()
-	o.feed = f.cache.AddFeed(f.ranged.expandFeed(f.arrayOf, o.wants(v.Store), nil))
+	// Ahead of other feeds (a fill of the whole store started at mount
+	// time, explicit prefetches): the reader needs these chunks first.
+	o.feed = f.cache.AddFeedAt(cache.PriorityHigh, f.ranged.expandFeed(f.arrayOf, o.wants(v.Store), nil))
 	f.orders.mu.Lock()
 	prev := f.orders.cur
 	f.orders.lastID++
