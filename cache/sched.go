@@ -121,6 +121,13 @@ var ErrFeedCancelled = errors.New("prefetch feed cancelled")
 const (
 	initialLimit = 8  // requests in flight before the link is measured
 	maxLimit     = 48 // well under remote's connection cap of 64
+	// initialBytes is what the requests in flight before the link is
+	// measured should add up to, when objects are small: initialLimit
+	// requests for 46 KB objects at 40 ms are 9 MB/s, the link measures at
+	// that, and the budget it sets (counted with size estimates, often the
+	// uncompressed size) never lets more requests start: an announced order
+	// of 2,214 such files ran at 9 MB/s of a 47 MB/s link.
+	initialBytes = 2 << 20
 	// maxQueued bounds the flights waiting for a slot; prefetches past it
 	// are refused (ErrPrefetchRefused: the caller may ask again later).
 	maxQueued = 4096
@@ -503,13 +510,17 @@ func (c *Cache) prefetchRoomLocked() bool {
 }
 
 // limitLocked is how many requests may be in flight when a prefetch
-// starts: initialLimit until the link is measured, then maxLimit; the link
+// starts: until the link is measured, initialLimit or as many average
+// objects as make initialBytes (at most maxLimit), then maxLimit; the link
 // budget (mayStartLocked) is what usually binds.
 func (s *scheduler) limitLocked() int {
 	switch {
 	case s.fixedLimit > 0:
 		return s.fixedLimit
 	case s.ctl.bdp() == 0:
+		if s.ctl.avgSize > 0 {
+			return int(min(maxLimit, max(initialLimit, initialBytes/s.ctl.avgSize)))
+		}
 		return initialLimit
 	}
 	return maxLimit

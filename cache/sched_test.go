@@ -432,6 +432,39 @@ func TestControllerMeasures(t *testing.T) {
 	}
 }
 
+// TestLimitBeforeTheLinkIsMeasured: before the first rate sample, small
+// objects get enough requests in flight to measure a fast link (with
+// initialLimit of them a link measures at what 8 requests give, and the
+// budget set from that measurement keeps it there); large ones stay at
+// initialLimit.
+func TestLimitBeforeTheLinkIsMeasured(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		avgSize float64
+		want    int
+	}{
+		{"nothing fetched yet", 0, initialLimit},
+		{"1 MB objects", 1 << 20, initialLimit},
+		{"370 KB objects", 370 << 10, initialLimit},
+		{"128 KB objects", 128 << 10, 16},
+		{"46 KB objects", 46 << 10, 44},
+		{"1 KB objects", 1 << 10, maxLimit},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var s scheduler
+			s.ctl.avgSize = tt.avgSize
+			if got := s.limitLocked(); got != tt.want {
+				t.Fatalf("limit %d, want %d", got, tt.want)
+			}
+			s.ctl.lat[0], s.ctl.nlat = 40*time.Millisecond, 1
+			s.ctl.rate[0], s.ctl.nrate = 50e6, 1
+			if got := s.limitLocked(); got != maxLimit {
+				t.Fatalf("measured: limit %d, want %d", got, maxLimit)
+			}
+		})
+	}
+}
+
 // TestScheduleKeepsPipeFull: with the link measured, prefetches start while
 // the bytes requested and not received stay under two bandwidth-delay
 // products and one object.
