@@ -254,6 +254,9 @@ func New(opts Options, src Source) (*Cache, error) {
 		notFound:   notFound,
 		flights:    make(map[string]*flight),
 	}
+	if opts.MaxBytes >= startRoom {
+		c.sched.startBytes = initialBytes
+	}
 	if err := c.recover(); err != nil {
 		cancel()
 		lock.release()

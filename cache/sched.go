@@ -121,13 +121,15 @@ var ErrFeedCancelled = errors.New("prefetch feed cancelled")
 const (
 	initialLimit = 8  // requests in flight before the link is measured
 	maxLimit     = 48 // well under remote's connection cap of 64
-	// initialBytes is what the requests in flight before the link is
-	// measured should add up to, when objects are small: initialLimit
+	// initialBytes: before the link is measured, more than initialLimit
+	// requests may start while those in flight are expected to bring less
+	// than this (counted with the sizes the prefetches were given, often
+	// the uncompressed size, up to twice the real one). initialLimit
 	// requests for 46 KB objects at 40 ms are 9 MB/s, the link measures at
-	// that, and the budget it sets (counted with size estimates, often the
-	// uncompressed size) never lets more requests start: an announced order
-	// of 2,214 such files ran at 9 MB/s of a 47 MB/s link.
-	initialBytes = 2 << 20
+	// that, and the budget it sets never lets more requests start: an
+	// announced order of 2,214 such files ran at 9 MB/s of a 47 MB/s link.
+	initialBytes = 4 << 20
+	startRoom    = 256 << 20
 	// maxQueued bounds the flights waiting for a slot; prefetches past it
 	// are refused (ErrPrefetchRefused: the caller may ask again later).
 	maxQueued = 4096
@@ -180,6 +182,11 @@ type scheduler struct {
 	stats PrefetchStats
 	// fixedLimit, when > 0, replaces the controller's limit (tests).
 	fixedLimit int
+	// startBytes is initialBytes for a cache of at least startRoom bytes,
+	// else 0: a small cache's room for unread prefetched data is checked
+	// with a guessed size per request in flight, which a burst of
+	// requests before the first measurement could overrun.
+	startBytes float64
 
 	delivered atomic.Int64 // bytes written by all fetches, for the throughput
 	stalls    atomic.Int64
@@ -510,17 +517,15 @@ func (c *Cache) prefetchRoomLocked() bool {
 }
 
 // limitLocked is how many requests may be in flight when a prefetch
-// starts: until the link is measured, initialLimit or as many average
-// objects as make initialBytes (at most maxLimit), then maxLimit; the link
-// budget (mayStartLocked) is what usually binds.
+// starts: until the link is measured, initialLimit, or maxLimit while the
+// requests in flight are expected to bring less than startBytes (small
+// objects, in a cache of at least startRoom); then maxLimit. The link budget (mayStartLocked) is what
+// usually binds.
 func (s *scheduler) limitLocked() int {
 	switch {
 	case s.fixedLimit > 0:
 		return s.fixedLimit
-	case s.ctl.bdp() == 0:
-		if s.ctl.avgSize > 0 {
-			return int(min(maxLimit, max(initialLimit, initialBytes/s.ctl.avgSize)))
-		}
+	case s.ctl.bdp() == 0 && (s.startBytes == 0 || s.outstandingLocked() >= s.startBytes):
 		return initialLimit
 	}
 	return maxLimit

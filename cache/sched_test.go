@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -432,29 +433,40 @@ func TestControllerMeasures(t *testing.T) {
 	}
 }
 
-// TestLimitBeforeTheLinkIsMeasured: before the first rate sample, small
-// objects get enough requests in flight to measure a fast link (with
-// initialLimit of them a link measures at what 8 requests give, and the
-// budget set from that measurement keeps it there); large ones stay at
-// initialLimit.
+// TestLimitBeforeTheLinkIsMeasured: before the first rate sample, requests
+// for small objects may go on starting until they add up to initialBytes,
+// enough to measure a fast link (with initialLimit of them the link measures
+// at what 8 requests give, and the budget set from that keeps it there);
+// large ones stop at initialLimit, also when tiny ones are mixed in (the x
+// and y chunks of a training set).
 func TestLimitBeforeTheLinkIsMeasured(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		avgSize float64
-		want    int
+		name  string
+		hints []int64 // sizes of the requests in flight
+		want  int
 	}{
-		{"nothing fetched yet", 0, initialLimit},
-		{"1 MB objects", 1 << 20, initialLimit},
-		{"370 KB objects", 370 << 10, initialLimit},
-		{"128 KB objects", 128 << 10, 16},
-		{"46 KB objects", 46 << 10, 44},
-		{"1 KB objects", 1 << 10, maxLimit},
+		{"nothing in flight", nil, maxLimit},
+		{"8 of 1 MB", slices.Repeat([]int64{1 << 20}, 8), initialLimit},
+		{"4 of 1 MB and 4 of 300 B", slices.Repeat([]int64{1 << 20, 300}, 4), initialLimit},
+		{"20 of 92 KB", slices.Repeat([]int64{92 << 10}, 20), maxLimit},
+		{"45 of 92 KB", slices.Repeat([]int64{92 << 10}, 45), initialLimit},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var s scheduler
-			s.ctl.avgSize = tt.avgSize
+			s.startBytes = initialBytes // a cache of at least startRoom
+			s.active = map[*flight]struct{}{}
+			for _, h := range tt.hints {
+				fl := &flight{}
+				fl.sched.prio, fl.sched.hint = PriorityLow, h
+				s.active[fl] = struct{}{}
+				s.running[PriorityLow]++
+			}
 			if got := s.limitLocked(); got != tt.want {
 				t.Fatalf("limit %d, want %d", got, tt.want)
+			}
+			s.startBytes = 0 // a cache under startRoom: no burst before the measurement
+			if got := s.limitLocked(); got != initialLimit {
+				t.Fatalf("in a small cache: limit %d, want %d", got, initialLimit)
 			}
 			s.ctl.lat[0], s.ctl.nlat = 40*time.Millisecond, 1
 			s.ctl.rate[0], s.ctl.nrate = 50e6, 1

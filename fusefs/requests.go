@@ -16,8 +16,33 @@ type KernelStats struct {
 	ByOp     map[string]int64 `json:"by_op"` // lookup, open, read, flush, release, ioctl, ...
 }
 
-// kernelOps names the operations counted apart; the rest are "other".
-var kernelOps = [...]string{
+// kernelOp is an operation counted apart; the rest are opOther.
+type kernelOp int
+
+const (
+	opLookup kernelOp = iota
+	opGetattr
+	opOpen
+	opRead
+	opFlush
+	opRelease
+	opForget
+	opReaddir
+	opOpendir
+	opReleasedir
+	opGetxattr
+	opListxattr
+	opStatfs
+	opAccess
+	opIoctl
+	opPoll
+	opInterrupt
+	opOther
+	numKernelOps
+)
+
+// kernelOpNames are the operations' names in stats, in this order.
+var kernelOpNames = [numKernelOps]string{
 	"lookup", "getattr", "open", "read", "flush", "release", "forget",
 	"readdir", "opendir", "releasedir", "getxattr", "listxattr", "statfs",
 	"access", "ioctl", "poll", "interrupt", "other",
@@ -30,63 +55,63 @@ const fuseOpIoctl = 39
 // requestCounters counts kernel requests without a lock; bazil calls count
 // from each request's goroutine before the request is served.
 type requestCounters struct {
-	n [len(kernelOps)]atomic.Int64
+	n [numKernelOps]atomic.Int64
 }
 
-func opIndex(r fuse.Request) int {
+func opOf(r fuse.Request) kernelOp {
 	switch r := r.(type) {
 	case *fuse.LookupRequest:
-		return 0
+		return opLookup
 	case *fuse.GetattrRequest:
-		return 1
+		return opGetattr
 	case *fuse.OpenRequest:
 		if r.Dir {
-			return 8
+			return opOpendir
 		}
-		return 2
+		return opOpen
 	case *fuse.ReadRequest:
 		if r.Dir {
-			return 7
+			return opReaddir
 		}
-		return 3
+		return opRead
 	case *fuse.FlushRequest:
-		return 4
+		return opFlush
 	case *fuse.ReleaseRequest:
 		if r.Dir {
-			return 9
+			return opReleasedir
 		}
-		return 5
+		return opRelease
 	case *fuse.ForgetRequest, *fuse.BatchForgetRequest:
-		return 6
+		return opForget
 	case *fuse.GetxattrRequest:
-		return 10
+		return opGetxattr
 	case *fuse.ListxattrRequest:
-		return 11
+		return opListxattr
 	case *fuse.StatfsRequest:
-		return 12
+		return opStatfs
 	case *fuse.AccessRequest:
-		return 13
+		return opAccess
 	case *fuse.UnrecognizedRequest:
 		if r.Opcode == fuseOpIoctl {
-			return 14
+			return opIoctl
 		}
 	case *fuse.PollRequest:
-		return 15
+		return opPoll
 	case *fuse.InterruptRequest:
-		return 16
+		return opInterrupt
 	}
-	return len(kernelOps) - 1
+	return opOther
 }
 
 // count is fusefs.Config.WithContext: it sees every request.
 func (c *requestCounters) count(ctx context.Context, r fuse.Request) context.Context {
-	c.n[opIndex(r)].Add(1)
+	c.n[opOf(r)].Add(1)
 	return ctx
 }
 
 func (c *requestCounters) stats() KernelStats {
-	s := KernelStats{ByOp: make(map[string]int64, len(kernelOps))}
-	for i, name := range kernelOps {
+	s := KernelStats{ByOp: make(map[string]int64, numKernelOps)}
+	for i, name := range kernelOpNames {
 		v := c.n[i].Load()
 		s.ByOp[name] = v
 		s.Requests += v
@@ -99,7 +124,7 @@ func (c *requestCounters) stats() KernelStats {
 func (s KernelStats) String() string {
 	out := fmt.Sprintf("%d requests", s.Requests)
 	sep := ": "
-	for _, name := range kernelOps {
+	for _, name := range kernelOpNames {
 		if v := s.ByOp[name]; v > 0 {
 			out += fmt.Sprintf("%s%d %s", sep, v, name)
 			sep = ", "
