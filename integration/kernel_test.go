@@ -6,7 +6,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,14 +25,8 @@ type kernelStats struct {
 
 func kernelStatsJSON(t testing.TB, mnt string) kernelStats {
 	t.Helper()
-	out, code := runCmd(t, time.Minute, nil, zarrfsBin, "stats", "--json", mnt)
-	if code != 0 {
-		t.Fatalf("zarrfs stats --json %s: exit %d:\n%s", mnt, code, out)
-	}
 	var s kernelStats
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Fatalf("zarrfs stats --json output does not parse: %v\n%s", err, out)
-	}
+	statsJSON(t, mnt, &s)
 	return s
 }
 

@@ -46,15 +46,21 @@ type opsStats struct {
 
 func opsStatsJSON(t testing.TB, mnt string) opsStats {
 	t.Helper()
+	var s opsStats
+	statsJSON(t, mnt, &s)
+	return s
+}
+
+// statsJSON decodes `zarrfs stats --json` of mnt into v, the part a test reads.
+func statsJSON(t testing.TB, mnt string, v any) {
+	t.Helper()
 	out, code := runCmd(t, time.Minute, nil, zarrfsBin, "stats", "--json", mnt)
 	if code != 0 {
 		t.Fatalf("zarrfs stats --json %s: exit %d:\n%s", mnt, code, out)
 	}
-	var s opsStats
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
+	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("zarrfs stats --json output does not parse: %v\n%s", err, out)
 	}
-	return s
 }
 
 // opsFreeAddr is a loopback address where nothing listens (now).
