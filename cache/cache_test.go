@@ -861,14 +861,7 @@ func TestWriteFailureServesFromMemory(t *testing.T) {
 			}
 		}, 1},
 		{"writes fail midway", func(t *testing.T, c *Cache) {
-			c.createTemp = func(dir, pattern string) (*os.File, error) {
-				f, err := os.CreateTemp(dir, pattern)
-				if err != nil {
-					return nil, err
-				}
-				f.Close()
-				return os.Open(f.Name()) // read-only: every write fails
-			}
+			c.createTemp = readOnlyTemp
 		}, 2},
 		{"entry cannot be put in place", func(t *testing.T, c *Cache) {
 			for _, k := range keys {
@@ -1137,4 +1130,15 @@ func TestMarkStaleDuringFetch(t *testing.T) {
 	if src.condCallsFor("a") != 1 {
 		t.Errorf("conditional requests for a: %d, want 1", src.condCallsFor("a"))
 	}
+}
+
+// readOnlyTemp is a Cache.createTemp whose files take no write: the file is
+// created, then opened read-only.
+func readOnlyTemp(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	return os.Open(f.Name())
 }

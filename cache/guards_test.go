@@ -103,14 +103,7 @@ func TestSourceIgnoringWriteErrors(t *testing.T) {
 	src := ignoringSource{newMemSource()}
 	data := src.put("a", 20_000)
 	c := newTestCache(t, 100_000, src)
-	c.createTemp = func(dir, pattern string) (*os.File, error) {
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return nil, err
-		}
-		f.Close()
-		return os.Open(f.Name()) // read-only: every write fails
-	}
+	c.createTemp = readOnlyTemp // every write fails
 	r, err := c.Open(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)

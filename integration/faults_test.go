@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -88,21 +87,13 @@ func writeFaultStores(t testing.TB) *faultStores {
 		Inner: []int{inner, inner}, DataType: "int32", Fill: 0}.Meta()), false)
 	const inners = (shard / inner) * (shard / inner)
 	for si := range 2 {
-		var data []byte
-		index := make([]byte, inners*16)
-		for _, k := range rng.Perm(inners) {
+		shard := storetest.EncodeShard(rng.Perm(inners), func(k int) []byte {
 			if k%13 == 5 {
-				binary.LittleEndian.PutUint64(index[16*k:], math.MaxUint64)
-				binary.LittleEndian.PutUint64(index[16*k+8:], math.MaxUint64)
-				continue
+				return nil
 			}
-			c := random(inner * inner * 4)
-			binary.LittleEndian.PutUint64(index[16*k:], uint64(len(data)))
-			binary.LittleEndian.PutUint64(index[16*k+8:], uint64(len(c)))
-			data = append(data, c...)
-		}
-		index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
-		put(fmt.Sprintf("v3.zarr/s/c/%d/0", si), append(data, index...), true)
+			return random(inner * inner * 4)
+		})
+		put(fmt.Sprintf("v3.zarr/s/c/%d/0", si), shard, true)
 	}
 	return s
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -65,13 +63,9 @@ func writeShardedStore(t testing.TB, dir string) string {
 	raw := make([]byte, shardedInner*shardedInner*4)
 	for si := range shardedSide / shardedShard {
 		for sj := range shardedSide / shardedShard {
-			var data []byte
-			index := make([]byte, inners*inners*16)
-			for _, k := range rng.Perm(inners * inners) {
+			shard := storetest.EncodeShard(rng.Perm(inners*inners), func(k int) []byte {
 				if k%17 == 3 { // not stored: reads as fill_value
-					binary.LittleEndian.PutUint64(index[16*k:], math.MaxUint64)
-					binary.LittleEndian.PutUint64(index[16*k+8:], math.MaxUint64)
-					continue
+					return nil
 				}
 				for e := 0; e < len(raw); e += 4 {
 					binary.LittleEndian.PutUint32(raw[e:], uint32(250+rng.IntN(1<<20)))
@@ -80,12 +74,9 @@ func writeShardedStore(t testing.TB, dir string) string {
 				zw, _ := gzip.NewWriterLevel(&z, 1)
 				zw.Write(raw)
 				zw.Close()
-				binary.LittleEndian.PutUint64(index[16*k:], uint64(len(data)))
-				binary.LittleEndian.PutUint64(index[16*k+8:], uint64(z.Len()))
-				data = append(data, z.Bytes()...)
-			}
-			index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
-			put(fmt.Sprintf("temp/c/%d/%d", si, sj), append(data, index...))
+				return z.Bytes()
+			})
+			put(fmt.Sprintf("temp/c/%d/%d", si, sj), shard)
 		}
 	}
 	return store

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -28,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/zarrfs/zarrfs/internal/storetest"
 	"github.com/zarrfs/zarrfs/internal/testutil"
 )
 
@@ -142,27 +140,19 @@ func writeSoakShards(t testing.TB, dir string, seed uint64) []soakFile {
 	var files []soakFile
 	for si := range shardedSide / shardedShard {
 		for sj := range shardedSide / shardedShard {
-			var data []byte
-			index := make([]byte, inners*inners*16)
-			for _, k := range rng.Perm(inners * inners) {
+			data := storetest.EncodeShard(rng.Perm(inners*inners), func(k int) []byte {
 				if k%17 == 3 { // not stored: reads as fill_value
-					binary.LittleEndian.PutUint64(index[16*k:], math.MaxUint64)
-					binary.LittleEndian.PutUint64(index[16*k+8:], math.MaxUint64)
-					continue
+					return nil
 				}
 				chunk := make([]byte, 16<<10+rng.IntN(48<<10))
 				_, _ = gen.Read(chunk)
-				binary.LittleEndian.PutUint64(index[16*k:], uint64(len(data)))
-				binary.LittleEndian.PutUint64(index[16*k+8:], uint64(len(chunk)))
-				data = append(data, chunk...)
-			}
-			index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
+				return chunk
+			})
 			rel := fmt.Sprintf("temp/c/%d/%d", si, sj)
 			p := filepath.Join(store, filepath.FromSlash(rel))
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			data = append(data, index...)
 			writeFile(t, p, data)
 			files = append(files, soakFile{rel: rel, path: p, size: int64(len(data)), kind: "shard"})
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zarrfs/zarrfs/internal/storetest"
 )
 
 // staleShard is a shard of writeFaultStores' v3 array (8x8 inner chunks of 16 KiB, crc32c
@@ -22,24 +23,16 @@ import (
 func staleShard(seed uint64, skip int) []byte {
 	const inners, innerBytes = 64, 64 * 64 * 4
 	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
-	var data []byte
-	index := make([]byte, inners*16)
-	for _, k := range rng.Perm(inners) {
+	return storetest.EncodeShard(rng.Perm(inners), func(k int) []byte {
 		if k%skip == 0 {
-			binary.LittleEndian.PutUint64(index[16*k:], math.MaxUint64)
-			binary.LittleEndian.PutUint64(index[16*k+8:], math.MaxUint64)
-			continue
+			return nil
 		}
 		c := make([]byte, innerBytes)
 		for i := 0; i < len(c); i += 8 {
 			binary.LittleEndian.PutUint64(c[i:], rng.Uint64())
 		}
-		binary.LittleEndian.PutUint64(index[16*k:], uint64(len(data)))
-		binary.LittleEndian.PutUint64(index[16*k+8:], uint64(len(c)))
-		data = append(data, c...)
-	}
-	index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
-	return append(data, index...)
+		return c
+	})
 }
 
 // bounded runs f, giving up with errHung after d: a read through the mount that hangs is a

@@ -7,9 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"hash/crc32"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -179,24 +177,16 @@ func writeShard(t *testing.T, p string, seed uint64, empty ...int) []byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	const perShard = (storetest.ShardSide / storetest.ShardInner) * (storetest.ShardSide / storetest.ShardInner)
-	var data []byte
-	index := make([]byte, perShard*16)
-	for _, i := range rng.Perm(perShard) {
+	data := storetest.EncodeShard(rng.Perm(perShard), func(i int) []byte {
 		if slices.Contains(empty, i) {
-			binary.LittleEndian.PutUint64(index[16*i:], math.MaxUint64)
-			binary.LittleEndian.PutUint64(index[16*i+8:], math.MaxUint64)
-			continue
+			return nil
 		}
 		chunk := make([]byte, storetest.InnerChunkBytes)
 		for k := 0; k < len(chunk); k += 8 {
 			binary.LittleEndian.PutUint64(chunk[k:], rng.Uint64())
 		}
-		binary.LittleEndian.PutUint64(index[16*i:], uint64(len(data)))
-		binary.LittleEndian.PutUint64(index[16*i+8:], uint64(len(chunk)))
-		data = append(data, chunk...)
-	}
-	index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
-	data = append(data, index...)
+		return chunk
+	})
 	rewriteInPlace(t, p, data)
 	return data
 }

@@ -169,6 +169,30 @@ func WriteJSON(t *testing.T, p string, v any) {
 	}
 }
 
+// EncodeShard is a v3 shard of len(order) inner chunks stored in that order
+// (rng.Perm gives a shuffled layout), followed by its index of (offset,
+// length) pairs and the index's crc32c, as the sharding codec writes it with
+// index_location "end". chunk(k) gives inner chunk k's bytes, or nil to leave
+// it unstored (it reads as fill_value); it is called in order, so a random
+// generator it draws from is drawn in the same sequence as the layout.
+func EncodeShard(order []int, chunk func(k int) []byte) []byte {
+	var data []byte
+	index := make([]byte, len(order)*16)
+	for _, k := range order {
+		c := chunk(k)
+		if c == nil {
+			binary.LittleEndian.PutUint64(index[16*k:], math.MaxUint64)
+			binary.LittleEndian.PutUint64(index[16*k+8:], math.MaxUint64)
+			continue
+		}
+		binary.LittleEndian.PutUint64(index[16*k:], uint64(len(data)))
+		binary.LittleEndian.PutUint64(index[16*k+8:], uint64(len(c)))
+		data = append(data, c...)
+	}
+	index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
+	return append(data, index...)
+}
+
 // GenShardStore writes the store of shardStore under a new directory.
 func GenShardStore(t *testing.T) string {
 	t.Helper()
@@ -183,28 +207,21 @@ func GenShardStore(t *testing.T) string {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const perShard = (ShardSide / ShardInner) * (ShardSide / ShardInner)
 	for s := range 2 {
-		var data []byte
-		index := make([]byte, perShard*16)
-		for _, i := range rng.Perm(perShard) {
+		shard := EncodeShard(rng.Perm(perShard), func(i int) []byte {
 			if s == 1 && i == 5 {
-				binary.LittleEndian.PutUint64(index[16*i:], math.MaxUint64)
-				binary.LittleEndian.PutUint64(index[16*i+8:], math.MaxUint64)
-				continue
+				return nil
 			}
 			chunk := make([]byte, InnerChunkBytes)
 			for k := range chunk {
 				chunk[k] = byte(rng.UintN(256))
 			}
-			binary.LittleEndian.PutUint64(index[16*i:], uint64(len(data)))
-			binary.LittleEndian.PutUint64(index[16*i+8:], uint64(len(chunk)))
-			data = append(data, chunk...)
-		}
-		index = binary.LittleEndian.AppendUint32(index, crc32.Checksum(index, crc32.MakeTable(crc32.Castagnoli)))
+			return chunk
+		})
 		p := filepath.Join(dir, "big", "c", fmt.Sprint(s), "0")
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, append(data, index...), 0o644); err != nil {
+		if err := os.WriteFile(p, shard, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
